@@ -1,0 +1,25 @@
+# spin_jax: make setup | make test | make quickstart
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKDIR ?= runs/quickstart
+
+.PHONY: setup test quickstart clean-runs
+
+setup:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch==2.13.0 is the local CPU wheel; it must be named exactly (any other spec pulls a CUDA build).
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,build]'
+
+test:
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests
+
+quickstart:
+	$(BIN)/python experiments/train.py --flagfile=experiments/flagfiles/quickstart.flags --workdir=$(WORKDIR)
+	$(BIN)/python experiments/eval.py --checkpoint=$(WORKDIR) --dataset=synthetic
+	$(BIN)/python experiments/demo.py --checkpoint=$(WORKDIR) --img=spin_jax/assets/demo.png --out=$(WORKDIR)/demo
+
+clean-runs:
+	rm -rf runs

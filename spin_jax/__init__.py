@@ -1,0 +1,3 @@
+"""spin_jax: SPIN (model fitting in the loop) in JAX/Flax."""
+
+__version__ = "0.1.0"
