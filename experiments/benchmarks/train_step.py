@@ -1,0 +1,132 @@
+"""Training-step throughput: plain regressor step vs SMPLify in the loop.
+
+  python experiments/benchmarks/train_step.py --json OUT.json
+
+Runs, in one process on the same batch, the paper's architecture (ResNet-50,
+224 px; batch 16 on CPU, 64 on an accelerator) with the default body model:
+  plain     the regressor step with the stored fits as targets (no SMPLify,
+            i.e. SPIN without --run_smplify: table lookup, LSQ camera, loss)
+  faithful  the in-loop step with SPIN's SMPLify (Adam, 100 + 100 iterations)
+  fast      the in-loop step with the least-squares SMPLify (LM, 8 + 12)
+Prints steps/s of each (after compilation) and, last, one JSON line with
+plain_steps_per_s, inloop_faithful_steps_per_s, inloop_fast_steps_per_s.
+"""
+import json
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+
+_JSON = flags.DEFINE_string('json', None, 'Write the results here too.')
+_BATCH = flags.DEFINE_integer('batch_size', 0, '0: 16 on CPU, 64 otherwise.')
+_BACKBONE = flags.DEFINE_string('backbone', 'resnet50', 'Regressor backbone.')
+_IMG_RES = flags.DEFINE_integer('img_res', 224, 'Input size.')
+_BODY = flags.DEFINE_string('body_model', 'default', 'Body model spec.')
+_STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per variant.')
+
+
+def make_batch(body_model, b, img_res, num_rows, seed=0):
+  """Random images; keypoints are exact projections of random bodies."""
+  import jax.numpy as jnp
+  import numpy as np
+  from spin_jax import camera, constants, smpl
+  rng = np.random.default_rng(seed)
+  pose = (rng.normal(size=(b, 72)) * 0.2).astype(np.float32)
+  pose[:, 0] += np.pi
+  betas = (rng.normal(size=(b, 10)) * 0.5).astype(np.float32)
+  joints = np.asarray(smpl.joints_forward(body_model, jnp.asarray(betas),
+                                          jnp.asarray(pose[:, 3:]),
+                                          jnp.asarray(pose[:, :3])))
+  t = np.stack([np.zeros(b), np.zeros(b), np.full(b, 40.0)], -1)
+  px = np.asarray(camera.perspective_projection(
+      jnp.asarray(joints), jnp.asarray(t, jnp.float32), constants.FOCAL_LENGTH,
+      jnp.full((2,), constants.IMG_RES / 2.0)))
+  kp = np.concatenate([2 * px / constants.IMG_RES - 1, np.ones((b, 49, 1))], -1)
+  gt = joints[:, 25:] - joints[:, 39:40]
+  return dict(
+      image=rng.normal(size=(b, img_res, img_res, 3)).astype(np.float32),
+      keypoints=kp.astype(np.float32),
+      pose_3d=np.concatenate([gt, np.ones((b, 24, 1))], -1).astype(np.float32),
+      pose=pose, betas=betas, has_smpl=np.zeros(b, np.float32),
+      has_pose_3d=np.ones(b, np.float32),
+      index=np.arange(b, dtype=np.int32), dataset_id=np.zeros(b, np.int32),
+      is_flipped=(np.arange(b) % 2).astype(np.int32),
+      rot_angle=np.zeros(b, np.float32), scale=np.ones(b, np.float32),
+      center=np.full((b, 2), 112.0, np.float32), gender=np.full(b, -1, np.int32))
+
+
+def main(argv):
+  del argv
+  import jax
+  import numpy as np
+  from spin_jax import parallel, smpl, train
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+  from configs import default
+  on_cpu = jax.default_backend() == 'cpu'
+  b = _BATCH.value or (16 if on_cpu else 64)
+  body_model = smpl.resolve_body_model(_BODY.value)
+  mesh = parallel.make_mesh()
+  results = {}
+  for name, run, mode in (('plain', False, 'faithful'),
+                          ('inloop_faithful', True, 'faithful'),
+                          ('inloop_fast', True, 'fast')):
+    cfg = default.get_config()
+    cfg.body_model = _BODY.value
+    cfg.model.backbone = _BACKBONE.value
+    cfg.model.img_res = _IMG_RES.value
+    cfg.batch_size = b
+    cfg.run_smplify = run
+    cfg.fits_init = 'mean'
+    cfg.smplify.mode = mode
+    model = train.create_model(cfg)
+    tx = train.make_optimizer(cfg)
+    table, _ = train.init_fits_table(cfg, b, [('bench', 0, b)])
+    graphdef, state = train.create_train_state(cfg, model, table, tx)
+    state = parallel.replicate(state, mesh)
+    prior = parallel.replicate(train._load_prior(cfg), mesh)
+    bm = parallel.replicate(body_model, mesh)
+    batch = parallel.shard_batch(make_batch(body_model, b, cfg.model.img_res, b),
+                                 mesh)
+    step = train.make_train_step(cfg, graphdef, tx, mesh)
+    t0 = time.perf_counter()
+    state, m = step(state, batch, bm, prior)
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(_STEPS.value):
+      t0 = time.perf_counter()
+      state, m = step(state, batch, bm, prior)
+      jax.block_until_ready(m)
+      times.append(time.perf_counter() - t0)
+    sps = 1.0 / float(np.median(times))
+    results[f'{name}_steps_per_s'] = sps
+    results[f'{name}_first_step_s'] = compile_s
+    print(f'{name}: {sps:.3f} steps/s ({sps * b:.1f} images/s), first step '
+          f'{compile_s:.1f} s, loss {float(m["loss/total"]):.3f}, '
+          f'fit update rate {float(m["fits/update_rate"]):.2f}', flush=True)
+    del state, step
+  out = dict(plain_steps_per_s=results['plain_steps_per_s'],
+             inloop_faithful_steps_per_s=results['inloop_faithful_steps_per_s'],
+             inloop_fast_steps_per_s=results['inloop_fast_steps_per_s'],
+             fast_over_plain=results['inloop_fast_steps_per_s'] /
+             results['plain_steps_per_s'],
+             batch_size=b, backbone=_BACKBONE.value, img_res=_IMG_RES.value,
+             device=str(jax.devices()[0].device_kind), num_devices=jax.device_count(),
+             first_step_s={k[:-len('_first_step_s')]: v for k, v in results.items()
+                           if k.endswith('_first_step_s')})
+  line = json.dumps(out)
+  if _JSON.value:
+    tmp = _JSON.value + '.tmp'
+    with open(tmp, 'w') as f:
+      f.write(line + '\n')
+    os.replace(tmp, _JSON.value)
+  print(line)
+
+
+if __name__ == '__main__':
+  app.run(main)

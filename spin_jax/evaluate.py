@@ -1,0 +1,687 @@
+"""Evaluation: SPIN's protocol and metrics, accumulated over a dataset.
+
+Metrics (all in millimetres unless stated):
+  * MPJPE: mean joint distance after centring both sides on their pelvis.
+  * PA-MPJPE: MPJPE after a per-sample similarity Procrustes alignment (scale,
+    rotation with the reflection fixed, translation), SPIN's "reconstruction
+    error".
+  * PVE: mean vertex distance, both meshes centred on their pelvis (joint 0 of
+    the H36M regressor), where ground-truth meshes exist.
+  * 3DHP PCK (150 mm) and AUC (PCK averaged over thresholds 0, 5, ..., 150 mm),
+    plain and after Procrustes alignment ("rigid aligned" in the paper). A joint
+    counts as correct when its error is strictly below the threshold, as in the
+    benchmark's MATLAB code.
+  * LSP: foreground/background and 6-part segmentation accuracy and F1,
+    accumulated over the whole set; GT label 255 is ignored for part F1 but
+    counted as background for part accuracy (SPIN_DETAILS D5).
+
+Protocol (SPIN_FACTS "Evaluation protocol"): predicted joints are the 17
+H36M-regressor joints of the predicted neutral mesh, centred on regressor
+joint 0 (pelvis), then mapped to 14 (H36M, 3DPW) or 17 (3DHP) joints. Ground
+truth comes from the dataset's root-centred S for H36M and 3DHP, and from the
+gendered body models' meshes through the same regressor for 3DPW.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from spin_jax import constants
+
+MM = 1000.0  # metres -> millimetres
+PCK_THRESHOLD_MM = 150.0
+AUC_THRESHOLDS_MM = tuple(float(t) for t in np.arange(0.0, 151.0, 5.0))  # 31
+
+
+# ---------------------------------------------------------------------------
+# Joint and vertex metrics (numpy, float64; inputs may be any array type).
+
+
+def _as_f64(x) -> np.ndarray:
+  return np.asarray(x, dtype=np.float64)
+
+
+def _check_pair(pred: np.ndarray, gt: np.ndarray, what: str) -> None:
+  if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 3:
+    raise ValueError(
+        f'{what}: expected prediction and ground truth of the same shape '
+        f'(B, N, 3), got {pred.shape} and {gt.shape}.')
+
+
+def procrustes_align(pred, gt) -> np.ndarray:
+  """Similarity-aligns each predicted point set to its ground truth.
+
+  Finds per sample the scale s, proper rotation R (det +1: a reflection is not
+  allowed) and translation t minimising sum_i ||s R p_i + t - g_i||^2.
+
+  Args:
+    pred: (B, N, 3) predicted points.
+    gt: (B, N, 3) ground-truth points.
+
+  Returns:
+    (B, N, 3) the aligned prediction s R p + t.
+  """
+  pred, gt = _as_f64(pred), _as_f64(gt)
+  _check_pair(pred, gt, 'procrustes_align')
+  mu_p = pred.mean(axis=1, keepdims=True)  # (B, 1, 3)
+  mu_g = gt.mean(axis=1, keepdims=True)
+  p, g = pred - mu_p, gt - mu_g  # (B, N, 3)
+  # Cross-covariance K = sum_i p_i g_i^T; the best R maximises tr(R K).
+  k = np.einsum('bni,bnj->bij', p, g)  # (B, 3, 3)
+  u, _, vt = np.linalg.svd(k)
+  v = np.swapaxes(vt, -1, -2)
+  ut = np.swapaxes(u, -1, -2)
+  # Flip the axis of the smallest singular value when V U^T is a reflection.
+  d = np.sign(np.linalg.det(v @ ut))
+  d = np.where(d == 0, 1.0, d)
+  z = np.broadcast_to(np.eye(3), k.shape).copy()
+  z[:, 2, 2] = d
+  r = v @ z @ ut  # (B, 3, 3)
+  var_p = np.sum(p**2, axis=(1, 2))  # (B,)
+  scale = np.einsum('bii->b', r @ k) / np.maximum(var_p, 1e-300)
+  aligned = scale[:, None, None] * np.einsum('bij,bnj->bni', r, p)
+  return aligned + mu_g
+
+
+def joint_errors(pred, gt) -> np.ndarray:
+  """(B, N) Euclidean distance per joint, in the units of the inputs."""
+  pred, gt = _as_f64(pred), _as_f64(gt)
+  _check_pair(pred, gt, 'joint_errors')
+  return np.linalg.norm(pred - gt, axis=-1)
+
+
+def mpjpe(pred, gt) -> np.ndarray:
+  """(B,) mean per-joint position error (inputs already centred)."""
+  return joint_errors(pred, gt).mean(axis=-1)
+
+
+def pa_mpjpe(pred, gt) -> np.ndarray:
+  """(B,) MPJPE after per-sample similarity Procrustes alignment."""
+  return mpjpe(procrustes_align(pred, gt), gt)
+
+
+def pve(pred_vertices, gt_vertices, pred_pelvis=None, gt_pelvis=None):
+  """(B,) mean per-vertex error, each mesh centred on its pelvis when given."""
+  pred_v, gt_v = _as_f64(pred_vertices), _as_f64(gt_vertices)
+  if pred_pelvis is not None:
+    pred_v = pred_v - _as_f64(pred_pelvis)[:, None, :]
+  if gt_pelvis is not None:
+    gt_v = gt_v - _as_f64(gt_pelvis)[:, None, :]
+  return mpjpe(pred_v, gt_v)
+
+
+def pck(errors, threshold) -> np.ndarray:
+  """(B,) fraction of joints whose error is strictly below threshold."""
+  return (np.asarray(errors) < threshold).mean(axis=-1)
+
+
+def auc(errors, thresholds=AUC_THRESHOLDS_MM) -> np.ndarray:
+  """(B,) PCK averaged over the thresholds (3DHP: 0, 5, ..., 150 mm)."""
+  errors = np.asarray(errors)
+  return np.mean([pck(errors, t) for t in thresholds], axis=0)
+
+
+def pose_metrics(pred_joints, gt_joints, *, with_pck: bool = False):
+  """Per-sample joint metrics in mm from joints in metres.
+
+  Args:
+    pred_joints: (B, N, 3) predicted joints, metres, pelvis-centred.
+    gt_joints: (B, N, 3) ground-truth joints, metres, pelvis-centred.
+    with_pck: also return 3DHP PCK/AUC, plain and Procrustes-aligned (%).
+
+  Returns:
+    dict name -> (B,) array.
+  """
+  pred = _as_f64(pred_joints) * MM
+  gt = _as_f64(gt_joints) * MM
+  err = joint_errors(pred, gt)
+  err_pa = joint_errors(procrustes_align(pred, gt), gt)
+  out = dict(mpjpe=err.mean(-1), pa_mpjpe=err_pa.mean(-1))
+  if with_pck:
+    out.update(
+        pck=100.0 * pck(err, PCK_THRESHOLD_MM),
+        auc=100.0 * auc(err),
+        pck_pa=100.0 * pck(err_pa, PCK_THRESHOLD_MM),
+        auc_pa=100.0 * auc(err_pa))
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Segmentation (LSP).
+
+NUM_PART_CLASSES = 7  # background + 6 parts
+IGNORE_LABEL = 255
+
+
+@dataclasses.dataclass
+class SegmentationAccumulator:
+  """Pixel counts over a dataset for LSP's FG/BG and part scores.
+
+  Accuracy = correct / all pixels; F1 per class from TP/FP/FN summed over the
+  set, then averaged over 2 (FG/BG) or 7 (parts incl. background) classes.
+  A class that never occurs in GT or prediction (possible on a few images,
+  not on the LSP test set) has no F1 and is left out of the mean.
+  """
+  fg_correct: int = 0
+  fg_pixels: int = 0
+  fg_tp: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(2, np.int64))
+  fg_fp: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(2, np.int64))
+  fg_fn: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(2, np.int64))
+  part_correct: int = 0
+  part_pixels: int = 0
+  part_tp: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(NUM_PART_CLASSES, np.int64))
+  part_fp: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(NUM_PART_CLASSES, np.int64))
+  part_fn: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(NUM_PART_CLASSES, np.int64))
+
+  def add_foreground(self, pred_mask, gt_mask) -> None:
+    """pred_mask, gt_mask: (H, W); foreground where > 0."""
+    pred = np.asarray(pred_mask) > 0
+    gt = np.asarray(gt_mask) > 0
+    if pred.shape != gt.shape:
+      raise ValueError(f'foreground masks differ in shape: prediction '
+                       f'{pred.shape}, ground truth {gt.shape}.')
+    self.fg_correct += int(np.sum(pred == gt))
+    self.fg_pixels += pred.size
+    for c, (p, g) in enumerate(((~pred, ~gt), (pred, gt))):
+      self.fg_tp[c] += int(np.sum(p & g))
+      self.fg_fp[c] += int(np.sum(p & ~g))
+      self.fg_fn[c] += int(np.sum(~p & g))
+
+  def add_parts(self, pred_parts, gt_parts) -> None:
+    """pred_parts, gt_parts: (H, W) labels 0..6; GT may hold 255 (ignore)."""
+    pred = np.asarray(pred_parts).astype(np.int64)
+    gt = np.asarray(gt_parts).astype(np.int64)
+    if pred.shape != gt.shape:
+      raise ValueError(f'part maps differ in shape: prediction {pred.shape}, '
+                       f'ground truth {gt.shape}.')
+    bad = ~np.isin(gt, list(range(NUM_PART_CLASSES)) + [IGNORE_LABEL])
+    if bad.any():
+      raise ValueError(f'ground-truth part labels must be 0..6 or 255, found '
+                       f'{sorted(set(np.unique(gt[bad]).tolist()))[:5]}.')
+    ignore = gt == IGNORE_LABEL
+    # Accuracy: 255 counts as background on both sides, and is counted.
+    self.part_correct += int(np.sum(np.where(ignore, 0, gt)
+                                    == np.where(pred == IGNORE_LABEL, 0, pred)))
+    self.part_pixels += gt.size
+    # F1: ignored pixels match no class on either side.
+    valid = ~ignore
+    for c in range(NUM_PART_CLASSES):
+      p = (pred == c) & valid
+      g = gt == c
+      self.part_tp[c] += int(np.sum(p & g))
+      self.part_fp[c] += int(np.sum(p & ~g))
+      self.part_fn[c] += int(np.sum(~p & g & valid))
+
+  @staticmethod
+  def _f1(tp, fp, fn) -> np.ndarray:
+    """F1 per class; NaN for a class absent from both GT and prediction."""
+    denom = 2 * tp + fp + fn
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan)
+
+  def summary(self) -> dict[str, float]:
+    out = {}
+    if self.fg_pixels:
+      out['fg_acc'] = 100.0 * self.fg_correct / self.fg_pixels
+      out['fg_f1'] = float(np.nanmean(
+          self._f1(self.fg_tp, self.fg_fp, self.fg_fn)))
+    if self.part_pixels:
+      out['parts_acc'] = 100.0 * self.part_correct / self.part_pixels
+      out['parts_f1'] = float(np.nanmean(
+          self._f1(self.part_tp, self.part_fp, self.part_fn)))
+    return out
+
+
+def uncrop_labels(labels, center, scale, image_shape, img_res=None):
+  """Pastes a square crop's label map back into the original image.
+
+  The crop box is SPIN's: side = scale * 200 px around center, rounded to whole
+  pixels. The (img_res, img_res) map is resized (nearest) to the box and pasted
+  into zeros of image_shape; outside the box is background (0).
+
+  Args:
+    labels: (R, R) integer label map of the crop.
+    center: (2,) box centre (x, y) in original-image pixels.
+    scale: box side / 200.
+    image_shape: (H, W) of the original image.
+
+  Returns:
+    (H, W) uint8 labels.
+  """
+  import cv2  # only needed here
+  labels = np.asarray(labels)
+  h, w = int(image_shape[0]), int(image_shape[1])
+  side = max(int(round(float(scale) * constants.BOX_SCALE_UNIT)), 1)
+  x0 = int(round(float(center[0]) - side / 2.0))
+  y0 = int(round(float(center[1]) - side / 2.0))
+  resized = cv2.resize(labels.astype(np.uint8), (side, side),
+                       interpolation=cv2.INTER_NEAREST)
+  out = np.zeros((h, w), np.uint8)
+  # Intersection of the box with the image.
+  ox0, oy0 = max(x0, 0), max(y0, 0)
+  ox1, oy1 = min(x0 + side, w), min(y0 + side, h)
+  if ox1 > ox0 and oy1 > oy0:
+    out[oy0:oy1, ox0:ox1] = resized[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0]
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Accumulating per-sample results over a dataset.
+
+
+class ResultAccumulator:
+  """Collects per-sample metric arrays and writes them atomically."""
+
+  def __init__(self):
+    self._columns: dict[str, list[np.ndarray]] = {}
+
+  def add(self, **columns) -> None:
+    for name, value in columns.items():
+      self._columns.setdefault(name, []).append(np.asarray(value))
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    return {k: np.concatenate(v, axis=0) for k, v in self._columns.items()}
+
+  def __len__(self) -> int:
+    cols = self.arrays()
+    return len(next(iter(cols.values()))) if cols else 0
+
+  def mean(self, name: str) -> float:
+    return float(np.mean(np.concatenate(self._columns[name])))
+
+  def summary(self, names: Iterable[str]) -> dict[str, float]:
+    cols = self.arrays()
+    return {n: float(np.mean(cols[n])) for n in names if n in cols}
+
+  def write(self, path: str) -> None:
+    """Writes .npz (all columns) or .csv (1-D columns only) atomically."""
+    cols = self.arrays()
+    if path.endswith('.npz'):
+      buf = io.BytesIO()
+      np.savez(buf, **cols)
+      _atomic_write_bytes(path, buf.getvalue())
+    elif path.endswith('.csv'):
+      flat = {k: v for k, v in cols.items() if v.ndim == 1}
+      names = sorted(flat)
+      text = io.StringIO()
+      writer = csv.writer(text)
+      writer.writerow(names)
+      n = len(next(iter(flat.values()))) if flat else 0
+      for i in range(n):
+        writer.writerow([_fmt(flat[k][i]) for k in names])
+      _atomic_write_bytes(path, text.getvalue().encode())
+    else:
+      raise ValueError(f'per-sample results file {path!r}: expected a name '
+                       'ending in .npz or .csv.')
+
+
+def _fmt(x) -> str:
+  if np.issubdtype(np.asarray(x).dtype, np.floating):
+    return f'{float(x):.6g}'
+  return str(x)
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_json(path: str, obj: Any) -> None:
+  _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True)
+                             + '\n').encode())
+
+
+# ---------------------------------------------------------------------------
+# The protocol per dataset.
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+  """How one evaluation dataset is scored.
+
+  joints: 14 (H36M, 3DPW, synthetic) or 17 (3DHP) evaluated joints.
+  gt: 'S' = the dataset's root-centred 3D joints; 'mesh' = GT vertices of the
+    evaluation body model (synthetic data rendered with it); 'gendered_mesh' =
+    GT vertices of the male/female body models by gender (3DPW);
+    'segmentation' = LSP masks.
+  source: the name in spin_jax.datasets (SPIN's names), or the synthetic
+    test split.
+  """
+  name: str
+  source: str
+  joints: int = 14
+  gt: str = 'S'
+  pck: bool = False
+
+
+EVAL_SPECS = {
+    'h36m-p1': EvalSpec('h36m-p1', 'h36m-p1'),
+    'h36m-p2': EvalSpec('h36m-p2', 'h36m-p2'),
+    '3dpw': EvalSpec('3dpw', '3dpw', gt='gendered_mesh'),
+    'mpi-inf-3dhp': EvalSpec('mpi-inf-3dhp', 'mpi-inf-3dhp-test', joints=17,
+                             pck=True),
+    'lsp': EvalSpec('lsp', 'lsp', gt='segmentation'),
+    'synthetic': EvalSpec('synthetic', 'synthetic-test', gt='mesh', pck=True),
+}
+
+
+def get_spec(dataset: str) -> EvalSpec:
+  if dataset not in EVAL_SPECS:
+    raise ValueError(f'--dataset={dataset!r}: expected one of '
+                     f'{sorted(EVAL_SPECS)}.')
+  return EVAL_SPECS[dataset]
+
+
+def h36m_regressed(body_model, vertices) -> np.ndarray:
+  """(B, 17, 3) H36M-regressor joints of (B, V, 3) vertices (numpy)."""
+  reg = np.asarray(body_model.J_regressor_h36m, np.float64)  # (17, V)
+  return np.einsum('jv,bvc->bjc', reg, np.asarray(vertices, np.float64))
+
+
+def _eval_joints(h36m_joints: np.ndarray, num_joints: int):
+  """Pelvis-centred (regressor joint 0) evaluated joints, and the pelvis."""
+  idx = constants.H36M_TO_J14 if num_joints == 14 else constants.H36M_TO_J17
+  pelvis = h36m_joints[:, 0]  # (B, 3)
+  return h36m_joints[:, list(idx)] - pelvis[:, None], pelvis
+
+
+def _gt_from_s(pose_3d, num_joints: int) -> np.ndarray:
+  """The dataset's root-centred S (B, 24, 4) -> (B, J, 3); no re-centring."""
+  idx = constants.J24_TO_J14 if num_joints == 14 else constants.J24_TO_J17
+  return np.asarray(pose_3d, np.float64)[:, list(idx), :3]
+
+
+_GT_VERTICES_FN = None
+
+
+def gt_vertices(body_model, pose, betas) -> np.ndarray:
+  """(B, V, 3) vertices of axis-angle poses (B, 72) and betas (B, 10)."""
+  global _GT_VERTICES_FN
+  import jax
+  from spin_jax import smpl
+  if _GT_VERTICES_FN is None:
+    def fn(model, pose, betas):
+      return smpl.forward(model, betas, pose[:, 3:], pose[:, :3]).vertices
+    _GT_VERTICES_FN = jax.jit(fn)
+  nb = body_model.num_betas
+  betas = np.asarray(betas, np.float32)
+  if betas.shape[1] < nb:
+    betas = np.pad(betas, ((0, 0), (0, nb - betas.shape[1])))
+  return np.asarray(_GT_VERTICES_FN(body_model, np.asarray(pose, np.float32),
+                                    betas[:, :nb]))
+
+
+def _has_all(batch, key) -> bool:
+  return key in batch and bool(np.all(np.asarray(batch[key]) > 0))
+
+
+def score_batch(spec: EvalSpec, pred: Mapping[str, np.ndarray], batch, *,
+                body_model, gt_body_models: Mapping[str, Any] | None = None
+                ) -> dict[str, np.ndarray]:
+  """Per-sample metrics of one batch (3D datasets).
+
+  Args:
+    pred: Predictor output (vertices (B, V, 3) at least).
+    batch: dict with pose_3d (B, 24, 4) for gt 'S'; pose (B, 72), betas
+      (B, 10), gender (B,) for the mesh protocols.
+    body_model: the model the prediction uses (its H36M regressor scores both
+      sides for the mesh protocols).
+    gt_body_models: {'male': BodyModel, 'female': BodyModel} for 3DPW.
+  """
+  pred_h36m = h36m_regressed(body_model, pred['vertices'])
+  pred_j, pred_pelvis = _eval_joints(pred_h36m, spec.joints)
+  out = {}
+  if spec.gt == 'S':
+    gt_j = _gt_from_s(batch['pose_3d'], spec.joints)
+  elif spec.gt in ('mesh', 'gendered_mesh'):
+    pose, betas = batch['pose'], batch['betas']
+    if spec.gt == 'mesh':
+      verts = gt_vertices(body_model, pose, betas)
+      gt_h36m = h36m_regressed(body_model, verts)
+    elif not gt_body_models and _has_all(batch, 'has_pose_3d'):
+      # No gendered models: the dataset's own 3D joints are the ground truth.
+      out.update(pose_metrics(pred_j, _gt_from_s(batch['pose_3d'],
+                                                 spec.joints),
+                              with_pck=spec.pck))
+      return out
+    else:
+      if not gt_body_models or set(gt_body_models) != {'male', 'female'}:
+        raise ValueError(
+            f'{spec.name}: the ground truth needs the male and female body '
+            'models (--gt_body_model_male / --gt_body_model_female: SMPL_MALE'
+            '.pkl / SMPL_FEMALE.pkl).')
+      female = np.asarray(batch['gender']) == 1  # SPIN: 1 female, else male
+      verts_m = gt_vertices(gt_body_models['male'], pose, betas)
+      verts_f = gt_vertices(gt_body_models['female'], pose, betas)
+      verts = np.where(female[:, None, None], verts_f, verts_m)
+      gt_h36m = np.where(female[:, None, None],
+                         h36m_regressed(gt_body_models['female'], verts_f),
+                         h36m_regressed(gt_body_models['male'], verts_m))
+    gt_j, gt_pelvis = _eval_joints(gt_h36m, spec.joints)
+    if verts.shape == np.shape(pred['vertices']):
+      out['pve'] = MM * pve(pred['vertices'], verts, pred_pelvis, gt_pelvis)
+  else:
+    raise ValueError(f'score_batch: {spec.name} is scored by segmentation.')
+  out.update(pose_metrics(pred_j, gt_j, with_pck=spec.pck))
+  return out
+
+
+def score_segmentation(acc: SegmentationAccumulator, pred, batch, *,
+                       faces, part_labels, crop_res: int = constants.IMG_RES):
+  """Renders each predicted body at the crop, uncrops, scores against GT.
+
+  SPIN's LSP protocol: render at 224 x 224 with f = 5000, principal point
+  (112, 112) and the predicted crop translation; resize nearest to the box and
+  paste into the original frame (orig_center, orig_scale, orig_size).
+  """
+  from spin_jax import render
+  c = crop_res / 2.0
+  for i in range(len(pred['vertices'])):
+    t = np.asarray(pred['cam_t'][i], np.float64)
+    parts = render.render_part_segmentation(
+        pred['vertices'][i], faces, part_labels, constants.FOCAL_LENGTH,
+        (c, c), (crop_res, crop_res), translation=t)
+    size = np.asarray(batch['orig_size'][i]).astype(int)
+    full = uncrop_labels(parts, batch['orig_center'][i],
+                         batch['orig_scale'][i], size)
+    gt_mask = np.asarray(batch['mask'][i]).reshape(size)
+    gt_parts = np.asarray(batch['part_segmentation'][i]).reshape(size)
+    acc.add_foreground(full > 0, gt_mask > 0)
+    acc.add_parts(full, gt_parts)
+
+
+def example_to_input(example: Mapping[str, Any], img_res: int) -> np.ndarray:
+  """A schema example -> its normalised, un-augmented crop (img_res^2 x 3)."""
+  from spin_jax import augment
+  m = augment.crop_matrix(example['center'], float(example['scale']), img_res)
+  crop = augment.warp_image(np.asarray(example['image']), m, img_res)
+  return augment.normalize_image(crop)
+
+
+def batched(examples: Iterable[Mapping[str, Any]], batch_size: int,
+            img_res: int) -> Iterable[dict[str, Any]]:
+  """Groups schema examples into evaluation batches (no augmentation).
+
+  Numeric fields are stacked; per-sample images of varying size (masks) stay
+  lists. 'image' becomes the (B, img_res, img_res, 3) normalised crops.
+  """
+  buf = []
+  for ex in examples:
+    buf.append(ex)
+    if len(buf) == batch_size:
+      yield _collate(buf, img_res)
+      buf = []
+  if buf:
+    yield _collate(buf, img_res)
+
+
+_STACKED = ('index', 'center', 'scale', 'S', 'pose', 'shape', 'has_smpl',
+            'has_pose_3d', 'gender', 'orig_center', 'orig_scale', 'orig_size')
+
+
+def _collate(examples, img_res: int) -> dict[str, Any]:
+  out = {'image': np.stack([example_to_input(e, img_res) for e in examples])}
+  for key in _STACKED:
+    if key in examples[0]:
+      out[key] = np.stack([np.asarray(e[key]) for e in examples])
+  for key in ('mask', 'part_segmentation', 'imgname'):
+    if key in examples[0]:
+      out[key] = [e[key] for e in examples]
+  # The names the rest of spin_jax uses for the batch.
+  if 'S' in out:
+    out['pose_3d'] = out['S']
+  if 'shape' in out:
+    out['betas'] = out['shape']
+  return out
+
+
+SUMMARY_KEYS = ('mpjpe', 'pa_mpjpe', 'pve', 'pck', 'auc', 'pck_pa', 'auc_pa')
+
+
+def evaluate(predict: Callable[[np.ndarray], Mapping[str, np.ndarray]],
+             batches: Iterable[Mapping[str, Any]], dataset: str, *,
+             body_model, gt_body_models=None, batch_size: int | None = None,
+             num_examples: int | None = None, results_file: str | None = None,
+             progress: bool = True) -> dict[str, float]:
+  """Runs the regressor over a dataset and accumulates SPIN's metrics.
+
+  Args:
+    predict: normalised crops (B, R, R, 3) -> dict with vertices (B, V, 3)
+      and cam_t (B, 3) (inference.Predictor). Batches smaller than
+      batch_size are padded to it, so predict compiles once.
+    batches: evaluation batches (see `batched`).
+    dataset: a key of EVAL_SPECS.
+    body_model: the body model of the prediction.
+    gt_body_models: {'male', 'female'} body models for 3DPW.
+    num_examples: total, for the progress bar.
+    results_file: per-sample results (.npz or .csv), written at the end.
+
+  Returns:
+    dict of dataset means: mm for errors, % for PCK/AUC/accuracy, F1 in
+    [0, 1]; plus 'num_examples'.
+  """
+  from tqdm import tqdm
+  spec = get_spec(dataset)
+  results = ResultAccumulator()
+  seg = SegmentationAccumulator() if spec.gt == 'segmentation' else None
+  part_labels = None
+  if seg is not None:
+    from spin_jax import render
+    part_labels = render.vertex_part_labels(np.asarray(body_model.lbs_weights))
+  bar = tqdm(total=num_examples, desc=f'eval {dataset}', unit='img',
+             disable=not progress)
+  count = 0
+  for batch in batches:
+    images = np.asarray(batch['image'], np.float32)
+    n = len(images)
+    if batch_size and n < batch_size:  # pad: one compiled shape
+      pad = np.zeros((batch_size - n,) + images.shape[1:], images.dtype)
+      images = np.concatenate([images, pad])
+    pred = {k: np.asarray(v)[:n] for k, v in predict(images).items()}
+    if seg is not None:
+      score_segmentation(seg, pred, batch, faces=body_model.faces,
+                         part_labels=part_labels)
+      scores = {}
+    else:
+      scores = score_batch(spec, pred, batch, body_model=body_model,
+                           gt_body_models=gt_body_models)
+    index = np.asarray(batch['index']) if 'index' in batch else (
+        np.arange(count, count + n))
+    results.add(index=index, **scores)
+    if 'pose' in pred:
+      results.add(pred_pose=pred['pose'], pred_betas=pred['betas'],
+                  pred_cam=pred['cam'])
+    count += n
+    bar.update(n)
+    if scores:
+      bar.set_postfix({k: f'{results.mean(k):.1f}'
+                       for k in ('mpjpe', 'pa_mpjpe') if k in scores})
+  bar.close()
+  if count == 0:
+    raise ValueError(f'evaluate: dataset {dataset!r} yielded no examples.')
+  summary = results.summary(SUMMARY_KEYS)
+  if seg is not None:
+    summary.update(seg.summary())
+  summary['num_examples'] = count
+  if results_file:
+    results.write(results_file)
+  return summary
+
+
+def load_examples(dataset: str, data_dir: str | None, num_examples: int = -1,
+                  *, config=None,
+                  synthetic_size: str | None = None,
+                  body_model: str | None = None
+                  ) -> tuple[Iterable[dict], int]:
+  """The evaluation split of a built dataset: (examples in order, count).
+
+  SPIN's datasets come from spin_jax.datasets.data_source(name, data_dir).
+  The synthetic test split is opened the way training opens it (same sizes,
+  image size, seed and body model), given the training config;
+  otherwise from data_dir with the size preset `synthetic_size` (spin_jax.
+  datasets.synthetic.SIZES) rendered with `body_model`.
+  """
+  spec = get_spec(dataset)
+  build_name = 'synthetic' if dataset == 'synthetic' else spec.source
+  try:
+    if dataset == 'synthetic':
+      source = _synthetic_test_source(data_dir, config, synthetic_size,
+                                      body_model)
+    else:
+      from spin_jax import datasets
+      source = datasets.data_source(spec.source, data_dir)
+  except (FileNotFoundError, ValueError, KeyError) as e:  # name what to build
+    raise FileNotFoundError(
+        f'--dataset={dataset}: could not open {spec.source!r} in '
+        f'data_dir={data_dir!r} ({e}). Build it with data_prep/build.py '
+        f'--dataset {build_name} --data_dir DIR.') from e
+  n = len(source) if num_examples is None or num_examples < 0 else min(
+      num_examples, len(source))
+  return (source[i] for i in range(n)), n
+
+
+def _synthetic_test_source(data_dir, config, size, body_model):
+  """The synthetic test split: as training builds it (from its config), or
+  a size preset of spin_jax.datasets.synthetic.SIZES."""
+  from spin_jax.datasets import synthetic
+  if data_dir is None:
+    raise ValueError('the synthetic test split needs --data_dir (or a '
+                     'training workdir as --checkpoint).')
+  if config is not None and size is None:
+    # One canonical mapping of the training config onto the build settings;
+    # the data were rendered with the training body model.
+    kwargs = synthetic.build_kwargs(
+        config.data.synthetic_train_size, config.data.synthetic_test_size,
+        config.model.img_res, seed=config.seed, body_model=config.body_model)
+    return synthetic.data_source(data_dir, 'test', **kwargs)
+  return synthetic.data_source(data_dir, 'test', build=False,
+                               size=size or 'quickstart',
+                               body_model=body_model or 'default')
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask

@@ -1,0 +1,493 @@
+"""Inference on images: crops from boxes or OpenPose, the regressor, outputs.
+
+Box convention (SPIN's): a person box is a square of side `200 * scale` pixels
+centred on `center` (x, y). A box from `--bbox x,y,w,h` or from OpenPose
+keypoints is enlarged by `rescale` (1.2, as SPIN's demo) around its centre.
+
+Crop convention: original pixel u maps to crop pixel
+    u_crop = k * (u - center) + res / 2,   k = res / (200 * scale),
+(pixel centres at integers, OpenCV), so the box centre lands on the crop
+camera's principal point (res/2, res/2). When the box is bigger than the crop
+the image is blurred first (anti-aliasing), as a resize would.
+
+Camera in the full image. The regressor predicts SPIN's weak-perspective crop
+camera (s, tx, ty) for the 224 px crop with f = 5000 px and principal point
+(112, 112); its translation is t = (tx, ty, 2 f / (224 s)). For the full image
+we use a pinhole with
+    focal length  F = 5000 * side / 224   (the crop's 5000 px, scaled to
+                                          original pixels by the box size),
+    principal point the image centre (W/2, H/2),
+    translation    T = (tx + (cx - W/2) t_z / F, ty + (cy - H/2) t_z / F, t_z).
+The depth stays the crop's, and the body's origin projects exactly where the
+crop camera puts it; moving the principal point from the box centre to the
+image centre changes only the (small) perspective of the body about that
+point. Several people in one image get one F each (their box sizes differ);
+the overlay renders each with its own F over the same image.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from spin_jax import constants
+
+DEFAULT_RESCALE = 1.2
+OPENPOSE_DETECTION_THRESHOLD = 0.2
+
+
+# ---------------------------------------------------------------------------
+# Boxes.
+
+
+@dataclass(frozen=True)
+class Box:
+  """A square person box: centre (x, y) and scale = side / 200, in pixels."""
+  center: tuple[float, float]
+  scale: float
+
+  @property
+  def side(self) -> float:
+    return self.scale * constants.BOX_SCALE_UNIT
+
+
+def box_from_xywh(bbox: Sequence[float], rescale: float = DEFAULT_RESCALE
+                  ) -> Box:
+  """Box from (x, y, w, h) of the top-left corner and size, in pixels."""
+  if len(bbox) != 4:
+    raise ValueError(f'bbox: expected x,y,w,h (4 numbers), got {bbox!r}.')
+  x, y, w, h = (float(v) for v in bbox)
+  if w <= 0 or h <= 0:
+    raise ValueError(f'bbox {bbox!r}: width and height must be > 0.')
+  return Box((x + w / 2.0, y + h / 2.0),
+             max(w, h) * rescale / constants.BOX_SCALE_UNIT)
+
+
+def parse_bbox_flag(text: str, rescale: float = DEFAULT_RESCALE) -> list[Box]:
+  """'x,y,w,h' or several separated by ';' -> boxes."""
+  boxes = []
+  for part in text.split(';'):
+    part = part.strip()
+    if not part:
+      continue
+    try:
+      values = [float(v) for v in part.split(',')]
+    except ValueError as e:
+      raise ValueError(f'--bbox {text!r}: expected numbers x,y,w,h '
+                       f'(several boxes separated by ";").') from e
+    boxes.append(box_from_xywh(values, rescale))
+  if not boxes:
+    raise ValueError(f'--bbox {text!r}: no box given.')
+  return boxes
+
+
+def boxes_from_openpose(path: str, rescale: float = DEFAULT_RESCALE,
+                        threshold: float = OPENPOSE_DETECTION_THRESHOLD
+                        ) -> tuple[list[Box], list[np.ndarray]]:
+  """One box per person of an OpenPose JSON (BODY_25 `pose_keypoints_2d`).
+
+  The box is the tight square around the keypoints with confidence above
+  threshold, enlarged by rescale (SPIN's demo). People with fewer than two such
+  keypoints are skipped.
+
+  Returns:
+    (boxes, keypoints) with keypoints (25, 3) per kept person.
+  """
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except FileNotFoundError:
+    raise FileNotFoundError(f'--openpose {path!r} does not exist.') from None
+  except json.JSONDecodeError as e:
+    raise ValueError(f'--openpose {path!r} is not valid JSON: {e}') from e
+  people = data.get('people') if isinstance(data, dict) else None
+  if not isinstance(people, list):
+    raise ValueError(f'--openpose {path!r}: expected an OpenPose JSON with a '
+                     f'"people" list.')
+  boxes, keypoints = [], []
+  for i, person in enumerate(people):
+    kp = np.asarray(person.get('pose_keypoints_2d', []), np.float64)
+    if kp.size % 3 or kp.size == 0:
+      raise ValueError(f'--openpose {path!r}: people[{i}].pose_keypoints_2d '
+                       f'must hold x, y, c triplets, got {kp.size} values.')
+    kp = kp.reshape(-1, 3)
+    valid = kp[kp[:, 2] > threshold, :2]
+    if len(valid) < 2:
+      continue
+    lo, hi = valid.min(0), valid.max(0)
+    center = (lo + hi) / 2.0
+    side = float(np.max(hi - lo))
+    if side <= 0:
+      continue
+    boxes.append(Box((float(center[0]), float(center[1])),
+                     side * rescale / constants.BOX_SCALE_UNIT))
+    keypoints.append(kp)
+  if not boxes:
+    raise ValueError(f'--openpose {path!r}: no person with at least two '
+                     f'keypoints above confidence {threshold}.')
+  return boxes, keypoints
+
+
+def whole_image_box(image_shape: Sequence[int]) -> Box:
+  """The square box around the whole image (no box given)."""
+  h, w = int(image_shape[0]), int(image_shape[1])
+  return Box((w / 2.0, h / 2.0), max(h, w) / constants.BOX_SCALE_UNIT)
+
+
+# ---------------------------------------------------------------------------
+# Crops.
+
+
+def crop_matrix(box: Box, res: int) -> np.ndarray:
+  """(2, 3) affine map from original to crop pixels (see module doc)."""
+  k = res / box.side
+  cx, cy = box.center
+  return np.array([[k, 0.0, res / 2.0 - k * cx], [0.0, k, res / 2.0 - k * cy]])
+
+
+def crop(image: np.ndarray, box: Box, res: int) -> np.ndarray:
+  """(res, res, C) crop of the box; black outside the image."""
+  import cv2
+  image = np.asarray(image)
+  k = res / box.side
+  if k < 1.0:  # shrinking: blur so the bilinear sampling does not alias
+    sigma = 0.5 * (1.0 / k - 1.0)
+    image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma)
+  return cv2.warpAffine(image, crop_matrix(box, res), (res, res),
+                        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                        borderValue=0)
+
+
+def normalize_images(images_uint8: np.ndarray) -> np.ndarray:
+  """uint8 RGB (..., 3) -> float32 ImageNet-normalised."""
+  x = np.asarray(images_uint8, np.float32) / 255.0
+  mean = np.asarray(constants.IMG_NORM_MEAN, np.float32)
+  std = np.asarray(constants.IMG_NORM_STD, np.float32)
+  return (x - mean) / std
+
+
+def read_image(path: str) -> np.ndarray:
+  """RGB uint8 (H, W, 3); a clear error when the file is missing/unreadable."""
+  import cv2
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'--img {path!r} does not exist.')
+  bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+  if bgr is None:
+    raise ValueError(f'--img {path!r}: OpenCV cannot read this image.')
+  return bgr[..., ::-1].copy()
+
+
+# ---------------------------------------------------------------------------
+# Cameras.
+
+
+def full_image_camera(cam, boxes: Sequence[Box], image_shape: Sequence[int],
+                      focal_length: float = constants.FOCAL_LENGTH,
+                      crop_res: int = constants.IMG_RES) -> dict[str, np.ndarray]:
+  """The predicted crop cameras as pinholes of the full image (module doc).
+
+  Args:
+    cam: (P, 3) weak-perspective crop cameras (s, tx, ty).
+    boxes: P boxes in original pixels.
+    image_shape: (H, W) of the original image.
+
+  Returns:
+    dict(focal_length (P,), camera_center (2,) = (W/2, H/2),
+         translation (P, 3), crop_translation (P, 3)).
+  """
+  cam = np.asarray(cam, np.float64)
+  if cam.ndim != 2 or cam.shape[1] != 3 or len(cam) != len(boxes):
+    raise ValueError(f'cam must be (P, 3) with P = {len(boxes)} boxes, got '
+                     f'{cam.shape}.')
+  h, w = float(image_shape[0]), float(image_shape[1])
+  s, tx, ty = cam[:, 0], cam[:, 1], cam[:, 2]
+  tz = 2.0 * focal_length / (crop_res * s + 1e-9)
+  side = np.array([b.side for b in boxes])
+  centers = np.array([b.center for b in boxes], np.float64)  # (P, 2)
+  f_full = focal_length * side / crop_res  # (P,)
+  trans = np.stack([tx + (centers[:, 0] - w / 2.0) * tz / f_full,
+                    ty + (centers[:, 1] - h / 2.0) * tz / f_full, tz], -1)
+  return dict(focal_length=f_full, camera_center=np.array([w / 2.0, h / 2.0]),
+              translation=trans, crop_translation=np.stack([tx, ty, tz], -1))
+
+
+# ---------------------------------------------------------------------------
+# The regressor.
+
+
+class Predictor:
+  """Jitted regressor + body model: normalised crops -> numpy outputs.
+
+  Output dict (P = batch): rotmat (P,24,3,3), betas (P,10), cam (P,3),
+  pose (P,72) axis-angle, vertices (P,V,3), joints (P,49,3), cam_t (P,3) of
+  the 224 crop camera.
+  """
+
+  def __init__(self, model, body_model, img_res: int | None = None):
+    import jax
+    from flax import nnx
+    from spin_jax import models
+    model.eval()
+    self.body_model = body_model
+    self.img_res = int(img_res or model.config.img_res)
+    graphdef, state = nnx.split(model)
+    self._state = state
+
+    def predict(state, body_model, images):
+      net = nnx.merge(graphdef, state)
+      pred = net(images)
+      out = models.body_outputs(pred, body_model, vertices=True)
+      return {k: out[k] for k in ('rotmat', 'betas', 'cam', 'vertices',
+                                  'joints', 'cam_t')}
+
+    self._predict = jax.jit(predict)
+
+  def __call__(self, images) -> dict[str, np.ndarray]:
+    from spin_jax import rotations
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[1:] != (self.img_res, self.img_res, 3):
+      raise ValueError(f'Predictor: expected normalised crops (B, {self.img_res}'
+                       f', {self.img_res}, 3), got {images.shape}.')
+    out = self._predict(self._state, self.body_model, images)
+    out = {k: np.asarray(v) for k, v in out.items()}
+    out['pose'] = np.asarray(
+        rotations.matrix_to_axis_angle(out['rotmat'])).reshape(len(images), -1)
+    return out
+
+  def predict_boxes(self, image: np.ndarray, boxes: Sequence[Box],
+                    batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Crops each box of an RGB uint8 image and regresses; outputs per box."""
+    crops = np.stack([crop(image, b, self.img_res) for b in boxes])
+    parts = [self(normalize_images(crops[i:i + batch_size]))
+             for i in range(0, len(crops), batch_size)]
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out['crops'] = crops
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Writing results.
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_png(path: str, rgb: np.ndarray) -> None:
+  import cv2
+  ok, buf = cv2.imencode('.png', np.ascontiguousarray(rgb[..., ::-1]))
+  if not ok:
+    raise ValueError(f'could not encode {path!r} as PNG.')
+  _atomic_write(path, buf.tobytes())
+
+
+def write_obj(path: str, vertices: np.ndarray, faces: np.ndarray) -> None:
+  """Wavefront OBJ (1-based faces), written atomically."""
+  text = io.StringIO()
+  text.write('# spin_jax mesh, metres, OpenCV camera frame of the full image\n')
+  np.savetxt(text, np.asarray(vertices, np.float64), fmt='v %.6f %.6f %.6f')
+  np.savetxt(text, np.asarray(faces, np.int64) + 1, fmt='f %d %d %d')
+  _atomic_write(path, text.getvalue().encode())
+
+
+def write_npz(path: str, **arrays) -> None:
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  _atomic_write(path, buf.getvalue())
+
+
+def render_people(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                  camera: dict[str, np.ndarray], *, side_view: bool = False
+                  ) -> np.ndarray:
+  """Overlay (or side view) of all people, each with its own focal length.
+
+  People are drawn far to near so nearer ones cover farther ones.
+  """
+  from spin_jax import render
+  h, w = image.shape[:2]
+  order = np.argsort(-camera['translation'][:, 2])
+  out = None if side_view else image
+  colors = [(0.65, 0.74, 0.86), (0.86, 0.70, 0.60), (0.70, 0.86, 0.64),
+            (0.86, 0.80, 0.55)]
+  for i in order:
+    kwargs = dict(translation=camera['translation'][i],
+                  color=colors[i % len(colors)])
+    if side_view:
+      out = render.render_side_view(vertices[i], faces,
+                                    camera['focal_length'][i],
+                                    camera['camera_center'], (h, w), out,
+                                    **kwargs)
+    else:
+      out = render.render_mesh(vertices[i], faces, camera['focal_length'][i],
+                               camera['camera_center'], (h, w), out, **kwargs)
+  return out
+
+
+def run_on_image(predictor: Predictor, image: np.ndarray, boxes: Sequence[Box],
+                 out_dir: str, name: str, *, faces: np.ndarray | None = None,
+                 render: bool = True) -> dict[str, Any]:
+  """Regresses every box of one image and writes the demo outputs.
+
+  Writes into out_dir:
+    {name}_overlay.png   meshes over the image (full-image cameras)
+    {name}_side.png      the same meshes turned 90 degrees, white background
+    {name}_person{i}.obj each mesh in the full image's camera frame (metres)
+    {name}_params.npz    per person: pose (axis-angle 72), rotmat, betas,
+                         crop_cam (s, tx, ty), crop_cam_t, cam_t (full image),
+                         focal_length (full image), camera_center, box_center,
+                         box_scale, joints (49, body frame), vertices (body
+                         frame); plus image_size (H, W).
+  Returns the outputs as a dict of arrays (and 'files', the paths written).
+  """
+  if not boxes:
+    raise ValueError('run_on_image: no boxes given.')
+  out = predictor.predict_boxes(image, boxes)
+  cam = full_image_camera(out['cam'], boxes, image.shape[:2])
+  faces = np.asarray(predictor.body_model.faces if faces is None else faces)
+  files = []
+  if render:
+    overlay = render_people(image, out['vertices'], faces, cam)
+    side = render_people(image, out['vertices'], faces, cam, side_view=True)
+    for suffix, img in (('overlay', overlay), ('side', side)):
+      path = os.path.join(out_dir, f'{name}_{suffix}.png')
+      write_png(path, img)
+      files.append(path)
+  for i in range(len(boxes)):
+    path = os.path.join(out_dir, f'{name}_person{i}.obj')
+    write_obj(path, out['vertices'][i] + cam['translation'][i], faces)
+    files.append(path)
+  params = dict(
+      pose=out['pose'], rotmat=out['rotmat'], betas=out['betas'],
+      crop_cam=out['cam'], crop_cam_t=cam['crop_translation'],
+      cam_t=cam['translation'], focal_length=cam['focal_length'],
+      camera_center=cam['camera_center'],
+      box_center=np.array([b.center for b in boxes]),
+      box_scale=np.array([b.scale for b in boxes]),
+      joints=out['joints'], vertices=out['vertices'],
+      image_size=np.array(image.shape[:2]))
+  path = os.path.join(out_dir, f'{name}_params.npz')
+  write_npz(path, **params)
+  files.append(path)
+  params['files'] = files
+  return params
+
+
+# ---------------------------------------------------------------------------
+# Loading a regressor.
+
+
+@dataclass
+class Loaded:
+  """A regressor ready for inference and what it needs."""
+  model: Any             # models.HMR in eval mode
+  body_model: Any        # smpl.BodyModel
+  body_model_spec: str
+  kind: str              # 'workdir' (experiments/train.py) or 'converted'
+  data_dir: str | None   # the training run's data dir, if any
+  config: Any = None     # the training config (workdir only)
+  workdir: str | None = None
+
+
+def load_model(path: str, *, step: int | None = None,
+               body_model: str | None = None) -> Loaded:
+  """Loads a training workdir (orbax) or a converted SPIN checkpoint.
+
+  Args:
+    path: a workdir of experiments/train.py (or its checkpoints/ folder), or a
+      directory written by experiments/convert_checkpoint.py.
+    step: checkpoint step of a workdir (default: latest).
+    body_model: 'default', 'default-low' or a path to SMPL files; default:
+      the training config's body model, or 'default' for a converted
+      checkpoint (SPIN's weights were trained for SMPL: pass its path).
+  """
+  from spin_jax import smpl
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'--checkpoint {path!r} is not a directory.')
+  if os.path.isfile(os.path.join(path, 'conversion.json')):
+    from spin_jax import convert
+    model = convert.load_converted_model(path)
+    model.eval()
+    spec = body_model or 'default'
+    return Loaded(model, smpl.resolve_body_model(spec), spec, 'converted',
+                  None)
+  from spin_jax import train
+  try:
+    model, config = train.load_for_inference(path, step)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(
+        f'--checkpoint {path!r}: neither a training workdir with orbax '
+        f'checkpoints nor a converted SPIN checkpoint (conversion.json) '
+        f'({e}).') from e
+  spec = body_model or str(config.get('body_model', 'default'))
+  workdir = os.path.abspath(path)
+  if os.path.basename(workdir) == 'checkpoints':
+    workdir = os.path.dirname(workdir)
+  if 'data' in config and config.data.get('data_dir'):
+    data_dir = config.data.data_dir
+  else:
+    data_dir = os.path.join(workdir, 'data')  # train.py's default
+  return Loaded(model, smpl.resolve_body_model(spec), spec, 'workdir',
+                data_dir, config, workdir)
+
+
+def render_demo_image(height: int = 320, width: int = 240, seed: int = 0
+                      ) -> np.ndarray:
+  """The shipped demo picture (spin_jax/assets/demo.png), reproducibly.
+
+  The embedded default body model in a walking pose, shaded, over a simple
+  wall-and-floor background with a little noise: RGB uint8 (H, W, 3).
+  """
+  from spin_jax import render, smpl
+  body = smpl.default_body_model('full')
+  pose = np.zeros((1, 72), np.float32)
+  pose[0, 0] = np.pi  # SMPL's y-up body -> OpenCV's y-down camera
+  joint = {n: i for i, n in enumerate(constants.SMPL_JOINT_NAMES)}
+  def bend(name, xyz):
+    pose[0, 3 * joint[name]:3 * joint[name] + 3] = xyz
+  bend('left_hip', (-0.45, 0.0, 0.05))
+  bend('right_hip', (0.35, 0.0, -0.05))
+  bend('left_knee', (0.35, 0.0, 0.0))
+  bend('right_knee', (0.6, 0.0, 0.0))
+  bend('left_shoulder', (0.0, 0.0, -1.1))
+  bend('right_shoulder', (0.0, 0.0, 1.1))
+  bend('left_elbow', (0.0, -0.6, 0.0))
+  bend('right_elbow', (0.0, 0.5, 0.0))
+  out = smpl.forward(body, np.zeros((1, body.num_betas), np.float32),
+                     pose[:, 3:], pose[:, :3])
+  verts = np.asarray(out.vertices[0], np.float64)
+  # Frame the body: centred, about 80% of the image height.
+  lo, hi = verts.min(0), verts.max(0)
+  f = 600.0
+  depth = f * (hi[1] - lo[1]) / (0.8 * height)
+  t = np.array([-(lo[0] + hi[0]) / 2, -(lo[1] + hi[1]) / 2, depth])
+  rng = np.random.default_rng(seed)
+  y = np.linspace(0.0, 1.0, height)[:, None, None]
+  wall = np.array([196, 206, 214]) * (1.0 - 0.25 * y)
+  floor = np.array([150, 132, 110]) * (0.8 + 0.2 * y)
+  bg = np.where(y < 0.72, wall, floor) * np.ones((1, width, 1))
+  bg = np.clip(bg + rng.normal(0, 1.0, bg.shape), 0, 255).astype(np.uint8)
+  return render.render_mesh(verts, body.faces, f, (width / 2, height / 2),
+                            (height, width), bg, translation=t,
+                            color=(0.80, 0.62, 0.52))
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask

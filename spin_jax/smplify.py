@@ -1,0 +1,355 @@
+"""SMPLify as SPIN runs it in the loop, as one jit-compiled, vmapped function.
+
+Two stages, each a fixed number of iterations inside the compiled program:
+  1. camera: global orientation + camera translation fit the torso (hips and
+     shoulders) with a depth term keeping t_z near its initial value;
+  2. body: body pose, betas and global orientation (camera frozen) fit all 49
+     keypoints with the robust data term and the pose, angle and shape priors.
+
+Modes (SMPLifyConfig.mode):
+  'faithful': SPIN's Adam, lr 1e-2, 100 + 100 iterations. SPIN sums the loss
+    over the batch with one Adam; Adam is elementwise and the samples do not
+    interact, so a per-sample Adam vmapped over the batch is the same thing.
+  'fast': the objective is a sum of squares, so it is written as residuals and
+    minimised by Levenberg-Marquardt (spin_jax.optim_lsq), a few iterations
+    per stage, per sample. It reaches a lower objective than 'faithful' in
+    5 + 6 steps, but each step needs the (R, 82) Jacobian by forward-mode
+    autodiff through the body model (the prior rows are analytic), ~100x a
+    gradient on CPU, so it is slower than 'faithful' in wall time there (see
+    experiments/benchmarks/smplify.py).
+
+Every iteration runs the joints-only body path (smpl.joints_forward): SMPLify
+never needs the mesh. `full_mesh=True` runs smpl.forward instead, as the
+original does (for benchmarks).
+
+All keypoints are pixels of the 224 crop (focal 5000, principal point 112).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from spin_jax import camera
+from spin_jax import constants
+from spin_jax import optim_lsq
+from spin_jax import priors
+from spin_jax import rotations
+from spin_jax import smpl
+
+MODES = ('faithful', 'fast')
+# Output joint 8 (OP MidHip) is SMPL joint 0, the root (JOINTS_49_FROM_54).
+_PELVIS = constants.JOINTS_49_FROM_54.index(0)
+_DEFAULT_ITERATIONS = {'faithful': (100, 100), 'fast': (5, 6)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SMPLifyConfig:
+  """SMPLify settings (hashable: passed to jit as a static argument).
+
+  camera_iterations / body_iterations default per mode: faithful 100 / 100
+  Adam steps (SPIN), fast 5 / 6 Levenberg-Marquardt steps.
+  """
+  mode: str = 'faithful'
+  camera_iterations: int | None = None
+  body_iterations: int | None = None
+  learning_rate: float = 1e-2  # faithful (Adam, betas 0.9/0.999 as torch)
+  lsq_solver: str = 'levenberg_marquardt'  # fast: or 'gauss_newton'
+  focal_length: float = constants.FOCAL_LENGTH
+  img_res: int = constants.IMG_RES
+  sigma: float = constants.SMPLIFY_SIGMA
+  pose_prior_weight: float = constants.SMPLIFY_POSE_PRIOR_WEIGHT
+  angle_prior_weight: float = constants.SMPLIFY_ANGLE_PRIOR_WEIGHT
+  shape_prior_weight: float = constants.SMPLIFY_SHAPE_PRIOR_WEIGHT
+  depth_loss_weight: float = constants.SMPLIFY_DEPTH_LOSS_WEIGHT
+  full_mesh: bool = False
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f'SMPLifyConfig.mode must be one of {MODES}; got {self.mode!r}.')
+    if self.lsq_solver not in optim_lsq.SOLVERS:
+      raise ValueError(f'SMPLifyConfig.lsq_solver must be one of '
+                       f'{optim_lsq.SOLVERS}; got {self.lsq_solver!r}.')
+    for name in ('camera_iterations', 'body_iterations'):
+      n = getattr(self, name)
+      if n is not None and (not isinstance(n, int) or n < 0):
+        raise ValueError(f'SMPLifyConfig.{name} must be an int >= 0; got {n!r}.')
+
+  @property
+  def iterations(self) -> tuple[int, int]:
+    """(stage 1, stage 2) iteration counts after mode defaults."""
+    d1, d2 = _DEFAULT_ITERATIONS[self.mode]
+    return (d1 if self.camera_iterations is None else self.camera_iterations,
+            d2 if self.body_iterations is None else self.body_iterations)
+
+
+@flax.struct.dataclass
+class FitParams:
+  global_orient: jax.Array  # (B, 3) axis-angle
+  body_pose: jax.Array  # (B, 69) axis-angle
+  betas: jax.Array  # (B, NB)
+  camera_translation: jax.Array  # (B, 3) crop camera, OpenCV frame
+
+
+@flax.struct.dataclass
+class SMPLifyResult:
+  """SMPLify output. Per-sample failure never passes as an improvement:
+
+  valid = result finite and its objective not above the initial one.
+  A non-finite sample returns the init parameters (and camera); a finite but
+  worse one returns the result as SPIN would. joint_loss/loss always belong to
+  the returned params (inf where those are non-finite), so they are never
+  better than the returned parameters really are.
+  """
+  params: FitParams
+  joint_loss: jax.Array  # (B, 49) conf^2 [GMoF(du) + GMoF(dv)], ignored joints 0
+  loss: jax.Array  # (B,) mean of joint_loss over the 49 joints
+  valid: jax.Array  # (B,) bool
+  objective: jax.Array  # (B,) final stage-2 objective (data + priors)
+  init_objective: jax.Array  # (B,) same objective at the init params/camera
+
+
+# ---------------------------------------------------------------- per sample
+
+def _joints(model, global_orient, body_pose, betas, config):
+  """(49, 3) SPIN joints of one sample (no translation)."""
+  args = (model, betas[None], body_pose[None], global_orient[None])
+  if config.full_mesh:
+    return smpl.forward(*args).joints[0]
+  return smpl.joints_forward(*args)[0]
+
+
+def _rotate_about_root(rest_joints, global_orient):
+  """(49, 3) joints for global_orient from those at zero global_orient.
+
+  In SMPL the root rotation acts last, about the root joint (which it does not
+  move), and pose blend shapes ignore it, so every joint (regressed or vertex
+  keypoint) moves rigidly: J(R) = R (J(I) - J_root) + J_root. Stage 1 then
+  needs no body-model evaluation per iteration.
+  """
+  root = rest_joints[_PELVIS]
+  rot = rotations.axis_angle_to_matrix(global_orient)  # (3, 3)
+  return (rest_joints - root) @ rot.T + root
+
+
+def _project(joints, translation, config):
+  """(N, 3) joints -> (N, 2) crop pixels."""
+  c = jnp.full((2,), config.img_res / 2.0, joints.dtype)
+  return camera.perspective_projection(joints[None], translation[None],
+                                       config.focal_length, c)[0]
+
+
+def _fitting_confidence(keypoints):
+  """(49,) confidences with SMPLify's ignored joints zeroed (a copy)."""
+  ids = jnp.asarray(constants.SMPLIFY_IGNORED_JOINT_IDS)
+  return keypoints[:, 2].at[ids].set(0.0)
+
+
+def _camera_residuals(params, joints, keypoints, use_openpose, depth_init, config):
+  """Stage 1: (9,) torso reprojection residuals (4 joints x 2) + depth term."""
+  global_orient, translation = params
+  proj = _project(joints(global_orient), translation, config)  # (49, 2)
+  op = jnp.asarray(constants.OP_TORSO_JOINT_IDS)
+  gt = jnp.asarray(constants.GT_TORSO_JOINT_IDS)
+  r_op = (keypoints[op, :2] - proj[op]).reshape(-1)
+  r_gt = (keypoints[gt, :2] - proj[gt]).reshape(-1)
+  r = jnp.where(use_openpose, r_op, r_gt)  # (8,)
+  depth = config.depth_loss_weight * (translation[2] - depth_init)
+  return jnp.concatenate([r, depth[None]])
+
+
+def _body_residuals(params, translation, model, prior, keypoints, conf, config):
+  """Stage 2: (98 + 70 + 4 + NB,) residuals; sum of squares = SPIN's loss."""
+  global_orient, body_pose, betas = params
+  proj = _project(_joints(model, global_orient, body_pose, betas, config),
+                  translation, config)  # (49, 2)
+  r_data = conf[:, None] * priors.gmof_residual(keypoints[:, :2] - proj,
+                                                config.sigma)  # (49, 2)
+  r_gmm = priors.gmm_residuals(prior, body_pose[None])[0]  # (70,)
+  r_angle = priors.angle_prior_residuals(body_pose[None])[0]  # (4,)
+  return jnp.concatenate([
+      r_data.reshape(-1), config.pose_prior_weight * r_gmm,
+      config.angle_prior_weight * r_angle, config.shape_prior_weight * betas])
+
+
+def _body_jacobian(params, translation, model, prior, keypoints, conf, config):
+  """Stage-2 Jacobian (R, 3 + 69 + NB) in ravel order (orient, pose, betas).
+
+  Only the data rows go through the body model (forward-mode autodiff); the
+  prior rows are written down: GMM = sqrt(0.5) w W_k on the pose columns for
+  the winning component k (its constant row is 0), angle = diagonal, shape =
+  w I. This avoids differentiating all K whitening products per tangent.
+  """
+  global_orient, body_pose, betas = params
+  nb = betas.shape[0]
+
+  def data(x):
+    proj = _project(_joints(model, x[:3], x[3:72], x[72:], config), translation,
+                    config)
+    r = conf[:, None] * priors.gmof_residual(keypoints[:, :2] - proj, config.sigma)
+    return r.reshape(-1)
+
+  x = jnp.concatenate([global_orient, body_pose, betas])
+  j_data = jax.jacfwd(data)(x)  # (98, P)
+  dtype = x.dtype
+  _, values = priors._gmm_parts(prior, body_pose[None])  # pylint: disable=protected-access
+  k = jnp.argmin(values[0])
+  j_gmm = config.pose_prior_weight * jnp.sqrt(0.5) * prior.whitening[k]  # (69, 69)
+  ids = jnp.asarray(constants.ANGLE_PRIOR_POSE_IDS)
+  signs = jnp.asarray(constants.ANGLE_PRIOR_SIGNS, dtype)
+  d_angle = config.angle_prior_weight * signs * jnp.exp(body_pose[ids] * signs)
+  j_angle = jnp.zeros((4, 69), dtype).at[jnp.arange(4), ids].set(d_angle)
+  z = lambda r, c: jnp.zeros((r, c), dtype)
+  return jnp.concatenate([
+      j_data,
+      jnp.concatenate([z(69, 3), j_gmm, z(69, nb)], 1),
+      z(1, 72 + nb),  # GMM constant
+      jnp.concatenate([z(4, 3), j_angle, z(4, nb)], 1),
+      jnp.concatenate([z(nb, 72), config.shape_prior_weight * jnp.eye(nb, dtype=dtype)], 1),
+  ])
+
+
+def _adam(loss_fn, params, iterations, learning_rate):
+  """`iterations` Adam steps (torch defaults) inside a fori_loop."""
+  opt = optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+  grad_fn = jax.grad(loss_fn)
+
+  def step(_, carry):
+    p, s = carry
+    updates, s = opt.update(grad_fn(p), s, p)
+    return optax.apply_updates(p, updates), s
+
+  return jax.lax.fori_loop(0, iterations, step, (params, opt.init(params)))[0]
+
+
+def _minimise(residual_fn, params, iterations, config, jac_fn=None):
+  if iterations == 0:
+    return params
+  if config.mode == 'faithful':
+    return _adam(lambda p: jnp.sum(residual_fn(p)**2), params, iterations,
+                 config.learning_rate)
+  return optim_lsq.least_squares(residual_fn, params, maxiter=iterations,
+                                 solver=config.lsq_solver, jac_fn=jac_fn)
+
+
+def _fit_one(model, prior, init: FitParams, keypoints, config):
+  """SMPLify on one sample (unbatched FitParams leaves)."""
+  n_cam, n_body = config.iterations
+  keypoints = keypoints.astype(init.body_pose.dtype)
+  conf = _fitting_confidence(keypoints)
+
+  # Stage 1. The OpenPose torso is used when all four of its joints are
+  # confident (the original's in-place zeroing hid the OP hips; we do not).
+  use_openpose = jnp.all(keypoints[jnp.asarray(constants.OP_TORSO_JOINT_IDS), 2] > 0)
+  if config.full_mesh:  # as the original: a full forward per iteration
+    joints_of = lambda go: _joints(model, go, init.body_pose, init.betas, config)
+  else:  # exact shortcut: global_orient rigidly rotates the body about the root
+    joints_of = functools.partial(
+        _rotate_about_root,
+        _joints(model, jnp.zeros_like(init.global_orient), init.body_pose,
+                init.betas, config))
+  cam_fn = functools.partial(
+      _camera_residuals, joints=joints_of, keypoints=keypoints,
+      use_openpose=use_openpose, depth_init=init.camera_translation[2],
+      config=config)
+  global_orient, translation = _minimise(
+      cam_fn, (init.global_orient, init.camera_translation), n_cam, config)
+
+  # Stage 2, camera frozen.
+  body_fn = lambda p, t: _body_residuals(p, t, model, prior, keypoints, conf, config)
+  jac_fn = lambda p: _body_jacobian(p, translation, model, prior, keypoints,
+                                    conf, config)
+  global_orient, body_pose, betas = _minimise(
+      lambda p: body_fn(p, translation), (global_orient, init.body_pose, init.betas),
+      n_body, config, jac_fn=jac_fn)
+
+  # Evaluate the final and the initial point in one pass (one trace of the
+  # body model): stage-2 objective and per-joint reprojection loss of each.
+  out = FitParams(global_orient, body_pose, betas, translation)
+  both = jax.tree.map(lambda a, b: jnp.stack([a, b]), out, init)
+  r = jax.vmap(lambda p: body_fn((p.global_orient, p.body_pose, p.betas),
+                                 p.camera_translation))(both)  # (2, R)
+  objective = jnp.sum(r**2, -1)  # (2,)
+  joint_loss = jnp.sum(r[:, :2 * constants.NUM_JOINTS].reshape(2, -1, 2)**2, -1)
+  return out, objective, joint_loss  # (2,), (2, 49): [final, init]
+
+
+# ------------------------------------------------------------------ batched
+
+def reprojection_loss(model, global_orient, body_pose, betas, camera_translation,
+                      keypoints_2d, *, focal_length=constants.FOCAL_LENGTH,
+                      img_res=constants.IMG_RES, sigma=constants.SMPLIFY_SIGMA):
+  """SPIN's per-joint fitting loss (B, 49): conf^2 [GMoF(du) + GMoF(dv)].
+
+  Residuals in crop pixels; the 5 joints SMPLify ignores count 0 (the
+  caller's keypoints are not modified). The per-sample criterion of the fits
+  table is its mean over the 49 joints.
+  """
+  joints = smpl.joints_forward(model, betas, body_pose, global_orient)  # (B, 49, 3)
+  c = jnp.full((2,), img_res / 2.0, joints.dtype)
+  proj = camera.perspective_projection(joints, camera_translation, focal_length, c)
+  keypoints_2d = keypoints_2d.astype(joints.dtype)
+  conf = jax.vmap(_fitting_confidence)(keypoints_2d)  # (B, 49)
+  return conf**2 * priors.gmof(keypoints_2d[..., :2] - proj, sigma).sum(-1)
+
+
+def _check_inputs(init: FitParams, keypoints_2d):
+  b = init.body_pose.shape[0]
+  expect = {'global_orient': (b, 3), 'body_pose': (b, 69),
+            'camera_translation': (b, 3)}
+  for name, shape in expect.items():
+    got = getattr(init, name).shape
+    if got != shape:
+      raise ValueError(f'smplify: init.{name} must be {shape}; got {got}.')
+  if init.betas.ndim != 2 or init.betas.shape[0] != b:
+    raise ValueError(f'smplify: init.betas must be ({b}, NB); got {init.betas.shape}.')
+  if keypoints_2d.shape != (b, constants.NUM_JOINTS, 3):
+    raise ValueError(f'smplify: keypoints_2d must be ({b}, 49, 3) crop pixels + '
+                     f'conf; got {keypoints_2d.shape}.')
+
+
+@functools.partial(jax.jit, static_argnames=('config',))
+def _smplify(model, prior, init, keypoints_2d, config):
+  fit = jax.vmap(_fit_one, in_axes=(None, None, 0, 0, None))
+  params, objective, joint_loss = fit(model, prior, init, keypoints_2d, config)
+
+  finite = jnp.isfinite(objective[:, 0])
+  for leaf in jax.tree.leaves(params):
+    finite &= jnp.all(jnp.isfinite(leaf), axis=-1)
+  # Non-finite samples fall back to the init (params and camera).
+  params = jax.tree.map(lambda new, old: jnp.where(finite[:, None], new, old),
+                        params, init)
+  pick = lambda x: jnp.where(finite.reshape((-1,) + (1,) * (x.ndim - 2)),
+                             x[:, 0], x[:, 1])
+  init_objective = objective[:, 1]
+  objective, joint_loss = pick(objective), pick(joint_loss)
+  joint_loss = jnp.where(jnp.isfinite(joint_loss), joint_loss, jnp.inf)
+  # "Worse" compares like with like: a NaN init never makes a result worse.
+  worse = objective > init_objective * (1 + 1e-5) + 1e-6
+  return SMPLifyResult(params=params, joint_loss=joint_loss,
+                       loss=jnp.mean(joint_loss, -1), valid=finite & ~worse,
+                       objective=objective, init_objective=init_objective)
+
+
+def smplify(model, prior, init: FitParams, keypoints_2d,
+            config: SMPLifyConfig = SMPLifyConfig()) -> SMPLifyResult:
+  """Fits SMPL to 2D keypoints, per sample, from `init`.
+
+  Args:
+    model: smpl.BodyModel (pytree argument, not closed over).
+    prior: priors.GaussianMixturePrior on the body pose.
+    init: FitParams, e.g. the network's prediction with its camera
+      translation [tx, ty, 2f/(224 s)] (camera.weak_perspective_to_translation).
+    keypoints_2d: (B, 49, 3) pixels of the 224 crop + confidence. Never
+      modified; the ignored joints are zeroed on a copy.
+    config: SMPLifyConfig (static; one compile per config and shape).
+
+  Returns:
+    SMPLifyResult; see its docstring for the per-sample validity rules.
+  """
+  _check_inputs(init, keypoints_2d)
+  return _smplify(model, prior, init, keypoints_2d, config)

@@ -1,0 +1,102 @@
+"""The in-loop step: fits only improve, are stored un-augmented, never non-finite;
+a non-finite step stops the run with a checkpoint of the last good state."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import _train_testlib as tl
+from spin_jax import augment
+from spin_jax import checkpoint as ckpt_lib
+from spin_jax import rotations
+from spin_jax import train
+
+tl.enable_compile_cache()
+
+
+def _fake_pred(b, seed):
+  """A network-like prediction: random pose near upright, mean-ish camera."""
+  rng = np.random.default_rng(seed)
+  aa = rng.normal(size=(b, 24, 3)).astype(np.float32) * 0.2
+  aa[:, 0, 0] += np.pi
+  return dict(rotmat=rotations.axis_angle_to_matrix(jnp.asarray(aa)),
+              betas=jnp.zeros((b, 10)),
+              cam=jnp.tile(jnp.array([[0.9, 0.0, 0.0]]), (b, 1)))
+
+
+def test_fits_only_improve_and_are_stored_unaugmented():
+  cfg, bm, prior = tl.tiny_setup()
+  step_cfg = train.StepConfig.create(cfg)
+  targets_fn = jax.jit(train.compute_targets, static_argnums=(5,))
+  table, _ = train.init_fits_table(cfg, tl.NUM_ROWS, [('s', 0, tl.NUM_ROWS)])
+  assert not np.any(np.asarray(table.has_fit))  # 'auto' + SMPLify: first fit wins
+  for i in range(3):
+    batch = tl.synthetic_batch(bm, cfg.batch_size, cfg.model.img_res,
+                               tl.NUM_ROWS, seed=i)
+    batch['index'][:2] = [5, 5]  # a repeated sample
+    if i == 2:
+      batch['keypoints'][3] = np.nan  # SMPLify's result is non-finite here
+    old = jax.device_get(table)
+    _, table, stats = targets_fn(_fake_pred(cfg.batch_size, i), batch, table,
+                                 bm, prior, step_cfg)
+    new, s = jax.device_get((table, stats))
+    upd = s['fit_updated']
+    # Kept loss = min(stored, new) and never above the stored fit's loss.
+    assert np.all(s['fit_loss'][np.isfinite(s['old_fit_loss'])]
+                  <= s['old_fit_loss'][np.isfinite(s['old_fit_loss'])])
+    np.testing.assert_array_equal(upd, s['new_fit_loss'] < s['old_fit_loss'])
+    if i == 2:
+      assert not upd[3]
+    # Rows not updated by any entry are unchanged.
+    written = set(batch['index'][upd])
+    for r in set(range(tl.NUM_ROWS)) - written:
+      np.testing.assert_array_equal(new.params[r], old.params[r])
+    # Updated rows hold the kept fit in the original frame (pipeline's numpy
+    # inverse transform as the reference), betas unchanged.
+    for k in np.flatnonzero(upd):
+      r = batch['index'][k]
+      if r == 5 and upd[0] and upd[1]:
+        k = int(np.argmin(np.where(upd[:2], s['fit_loss'][:2], np.inf)))
+      want = augment.untransform_pose(s['opt_pose'][k], float(batch['rot_angle'][k]),
+                                      bool(batch['is_flipped'][k]))
+      got = new.params[r, :72]
+      # Compare as rotations (axis-angle near pi has two spellings).
+      ra = np.asarray(rotations.axis_angle_to_matrix(jnp.asarray(got.reshape(24, 3))))
+      rb = np.asarray(rotations.axis_angle_to_matrix(jnp.asarray(want.reshape(24, 3), jnp.float32)))
+      np.testing.assert_allclose(ra, rb, atol=1e-4)
+      np.testing.assert_allclose(new.params[r, 72:], s['opt_betas'][k], atol=1e-6)
+      assert np.all(np.isfinite(new.params[r]))
+    assert np.all(np.isfinite(new.params))
+  assert np.any(np.asarray(table.has_fit))
+
+
+def test_nonfinite_step_stops_with_last_good_checkpoint(tmp_path):
+  cfg, bm, prior = tl.tiny_setup(num_train_steps=4, checkpoint_every=0)
+  wd = str(tmp_path / 'wd')
+  with pytest.raises(train.NonFiniteError, match='step 3.*saved as step 2'):
+    train.train_and_evaluate(cfg, wd, body_model=bm, prior=prior,
+                             train_data=tl.make_data(cfg, bm, nan_at=2))
+  assert ckpt_lib.Checkpointer(wd, read_only=True).all_steps() == [2]
+  arrays = tl.final_arrays(wd)
+  for k, v in arrays.items():
+    if k != 'fits_loss':  # inf = row never visited
+      assert np.all(np.isfinite(v)), k
+
+
+def test_eval_and_overlays_are_logged(tmp_path):
+  cfg, bm, prior = tl.tiny_setup(num_train_steps=2, checkpoint_every=0,
+                                 eval_every=2, render_every=2)
+  evals = lambda: [tl.synthetic_batch(bm, cfg.batch_size, cfg.model.img_res,
+                                      tl.NUM_ROWS, seed=100 + i) for i in range(2)]
+  wd = str(tmp_path / 'wd')
+  out = train.train_and_evaluate(cfg, wd, body_model=bm, prior=prior,
+                                 train_data=tl.make_data(cfg, bm), eval_data=evals)
+  for key in ('eval_start/pa_mpjpe', 'eval/pa_mpjpe', 'eval/mpjpe', 'eval/pve',
+              'loss/total', 'fits/update_rate', 'train/steps_per_s'):
+    assert np.isfinite(out[key]), key
+  # PA-MPJPE <= MPJPE (alignment can only help), both in millimetres.
+  assert 0 < out['eval/pa_mpjpe'] <= out['eval/mpjpe']
+  logs = os.listdir(os.path.join(wd, 'tensorboard'))
+  assert logs and os.path.getsize(os.path.join(wd, 'tensorboard', logs[0])) > 10_000
