@@ -9,9 +9,17 @@ The module tree mirrors the PyTorch names (conv1, bn1, layer1..4, fc1, fc2,
 decpose, decshape, deccam), so spin_jax.convert maps SPIN's released
 checkpoint and torchvision ImageNet weights one key to one leaf.
 
+Build with `create_model(config, mean_params=None, seed=0)` (one jitted
+initialisation; `HMR(config, mean, rngs=...)` works too but compiles one RNG
+kernel per parameter shape), `tiny_config()` for CPU tests and quickstart.
+`body_outputs(pred, body_model)` adds the posed body, its 49 joints, the
+camera translation and the projected 2D keypoints.
+
 Differences from the original, by design:
 - Global average pooling is a mean over H, W (SPIN uses a fixed 7x7 pool,
   which equals the mean at 224 px), so other input sizes work too.
+- The stem's max pool is written as a max of strided slices (same values),
+  whose gradient is much faster on XLA:CPU (see max_pool_3x3_s2).
 - flax's BatchNorm updates its running variance with the biased batch
   variance; PyTorch uses the unbiased one. The factor n / (n - 1) with
   n = batch x H x W is below 1.003 for every layer at batch 16, 224 px.

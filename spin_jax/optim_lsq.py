@@ -3,6 +3,17 @@
 jaxopt is unmaintained upstream; keeping it behind `least_squares` means a
 replacement (or our own Levenberg-Marquardt) touches this file only.
 tests/test_jaxopt_compat.py fails if a JAX upgrade breaks the solver we use.
+
+Solvers:
+  'levenberg_marquardt' (jaxopt, materialised Jacobian, Cholesky step);
+  'gauss_newton' (jaxopt, undamped);
+  'levenberg_marquardt_cg' (ours, no jaxopt): matrix-free damped Gauss-Newton.
+    Each step solves (J^T J + lam diag(M)) dx = -J^T r by a fixed number of
+    preconditioned conjugate-gradient iterations, each one Jacobian-vector
+    product plus its transpose (~2 gradients), so J is never formed; a step is
+    taken only if it lowers the objective (lam / 3 if so, x 4 if not).
+    M is an optional (P, P) SPD approximation of J^T J (default I), used as
+    the CG preconditioner and as the damping scale.
 """
 from __future__ import annotations
 
@@ -10,6 +21,7 @@ from collections.abc import Callable
 import warnings
 
 import jax
+import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 with warnings.catch_warnings():
@@ -18,18 +30,21 @@ with warnings.catch_warnings():
                           category=DeprecationWarning)
   import jaxopt
 
-SOLVERS = ('levenberg_marquardt', 'gauss_newton')
+SOLVERS = ('levenberg_marquardt', 'gauss_newton', 'levenberg_marquardt_cg')
+_DEFAULT_DAMPING = {'levenberg_marquardt': 1e-6, 'gauss_newton': 0.0,
+                    'levenberg_marquardt_cg': 1e-3}
 
 
 def least_squares(residual_fn: Callable[..., jax.Array], init_params, *args,
                   maxiter: int = 10, solver: str = 'levenberg_marquardt',
-                  damping: float = 1e-6,
-                  jac_fn: Callable[..., jax.Array] | None = None):
+                  damping: float | None = None,
+                  jac_fn: Callable[..., jax.Array] | None = None,
+                  cg_iterations: int = 6, preconditioner: jax.Array | None = None):
   """Minimises sum(residual_fn(params, *args)**2) from init_params.
 
   Unbatched: vmap it for per-sample problems (each sample then keeps its own
-  LM damping and accept/reject decisions). The Jacobian is materialised with
-  forward-mode autodiff, cheap for the few dozen parameters of a body fit.
+  LM damping and accept/reject decisions). The jaxopt solvers materialise the
+  Jacobian by forward-mode autodiff; levenberg_marquardt_cg never forms it.
 
   Args:
     residual_fn: (params pytree, *args) -> (R,) residuals.
@@ -38,21 +53,36 @@ def least_squares(residual_fn: Callable[..., jax.Array], init_params, *args,
     maxiter: number of solver iterations (the gradient-norm stop rarely fires
       on fitting objectives, so this is usually the exact count).
     solver: 'levenberg_marquardt' (accepts a step only if it lowers the
-      objective) or 'gauss_newton' (undamped, every step taken).
-    damping: LM initial damping relative to max diag(J^T J).
+      objective), 'gauss_newton' (undamped, every step taken) or
+      'levenberg_marquardt_cg' (matrix-free; accepts only improving steps).
+    damping: initial damping; default per solver. levenberg_marquardt:
+      relative to max diag(J^T J) (1e-6); levenberg_marquardt_cg: lam, relative
+      to diag(preconditioner) (1e-3); unused by gauss_newton.
     jac_fn: optional (params pytree, *args) -> (R, P) Jacobian with respect to
       the flattened params (ravel_pytree order); default: forward-mode autodiff
       of residual_fn. Supplying known blocks analytically saves most of the
-      cost when only some residuals need autodiff.
+      cost when only some residuals need autodiff. Ignored by
+      levenberg_marquardt_cg, which needs only Jacobian-vector products.
+    cg_iterations: levenberg_marquardt_cg: CG iterations per step (P of them
+      solve the damped system exactly in exact arithmetic).
+    preconditioner: levenberg_marquardt_cg: optional (P, P) symmetric positive
+      definite approximation of J^T J (ravel order); default identity.
 
   Returns:
     params pytree of the same structure.
   """
+  if solver not in SOLVERS:
+    raise ValueError(f'least_squares: solver must be one of {SOLVERS}; got {solver!r}.')
+  if damping is None:
+    damping = _DEFAULT_DAMPING[solver]
   flat, unravel = ravel_pytree(init_params)
 
   def flat_residual(x, *a):
     return residual_fn(unravel(x), *a)
 
+  if solver == 'levenberg_marquardt_cg':
+    return unravel(_lm_cg(lambda x: flat_residual(x, *args), flat, maxiter,
+                          cg_iterations, damping, preconditioner))
   if jac_fn is not None:
     # Through a custom JVP, so jacfwd (LM) and jvp/vjp (GN) both use it.
     # (jaxopt 0.8.5 ignores LevenbergMarquardt(jac_fun=...) when
@@ -67,9 +97,52 @@ def least_squares(residual_fn: Callable[..., jax.Array], init_params, *args,
   elif solver == 'gauss_newton':
     opt = jaxopt.GaussNewton(flat_residual, maxiter=maxiter,
                              implicit_diff=False, tol=0.0)
-  else:
-    raise ValueError(f'least_squares: solver must be one of {SOLVERS}; got {solver!r}.')
   return unravel(opt.run(flat, *args).params)
+
+
+def _pcg(matvec, b, iterations, precond):
+  """`iterations` preconditioned CG steps on matvec(x) = b from x = 0."""
+  tiny = jnp.finfo(b.dtype).tiny
+  z = precond(b)
+  rz = b @ z
+
+  def step(_, carry):
+    x, r, p, rz = carry
+    ap = matvec(p)
+    alpha = rz / jnp.maximum(p @ ap, tiny)
+    x, r = x + alpha * p, r - alpha * ap
+    z = precond(r)
+    rz_new = r @ z
+    return x, r, z + rz_new / jnp.maximum(rz, tiny) * p, rz_new
+
+  return jax.lax.fori_loop(0, iterations, step, (jnp.zeros_like(b), b, z, rz))[0]
+
+
+def _lm_cg(fn, x, maxiter, cg_iterations, damping, preconditioner):
+  """Matrix-free Levenberg-Marquardt (see the module docstring)."""
+  if preconditioner is None:
+    scale, precond = jnp.ones_like(x), lambda v: v
+  else:
+    m = jnp.asarray(preconditioner, x.dtype)
+    scale, m_inv = jnp.diag(m), jnp.linalg.inv(m)
+    precond = lambda v: m_inv @ v
+
+  def step(_, carry):
+    x, f, lam = carry
+    r, jvp = jax.linearize(fn, x)
+    vjp = jax.linear_transpose(jvp, x)
+    jt = lambda u: vjp(u)[0]
+    dx = _pcg(lambda v: jt(jvp(v)) + lam * scale * v, -jt(r), cg_iterations,
+              precond)
+    x_new = x + dx
+    f_new = jnp.sum(fn(x_new)**2)
+    better = f_new < f  # False for NaN: a non-finite step is never taken
+    return (jnp.where(better, x_new, x), jnp.where(better, f_new, f),
+            jnp.where(better, lam / 3.0, lam * 4.0))
+
+  f0 = jnp.sum(fn(x)**2)
+  init = (x, f0, jnp.asarray(damping, x.dtype))
+  return jax.lax.fori_loop(0, maxiter, step, init)[0]
 
 
 def _with_jacobian(fn, jac):

@@ -476,7 +476,8 @@ def _mesh(model, betas, pose_feature, transforms):
     return _skin(v, model.lbs_weights, tr)  # (b, V, 3)
 
   chunk = max(1, MESH_CHUNK_VERTICES // model.num_vertices)
-  if batch <= chunk:
+  # A symbolic batch (jax.export) is not an int: skin it in one pass.
+  if not isinstance(batch, int) or batch <= chunk:
     return one((betas, pose_offsets, transforms))
   num = -(-batch // chunk)
   chunk = -(-batch // num)  # even chunks; pad at most num - 1 rows

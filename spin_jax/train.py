@@ -631,14 +631,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   data_state = train_data.get_state()
   try:
     while step < num_steps:
+      prev_data_state = data_state
       batch = next(train_data)
+      next_data_state = train_data.get_state()
       gbatch = parallel.shard_batch(batch, mesh)
-      state, metrics = step_fn(state, gbatch, body_model, prior)
+      # (state, data_state) always change together, so an interrupt anywhere
+      # saves a consistent pair.
+      state, metrics, data_state = (
+          *step_fn(state, gbatch, body_model, prior), next_data_state)
       if not bool(parallel.to_host(metrics['finite'])):
         # The step left the state as it was: that is the last good one, and
-        # data_state is the pipeline position before this batch.
+        # it pairs with the pipeline position before this batch.
         if config.stop_on_nonfinite:
-          saved = save_checkpoint(ckpt, state, data_state, config)
+          saved = save_checkpoint(ckpt, state, prev_data_state, config)
           m = _host_metrics(metrics)
           raise NonFiniteError(
               f'Non-finite loss or parameters at step {step + 1} '
@@ -646,9 +651,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
               f'grad_norm={m.get("train/grad_norm")}). The last good state is '
               f'saved as step {saved} in {ckpt.directory}; lower '
               '--config.learning_rate or inspect that batch.')
+        logging.warning('Non-finite step %d skipped (its batch is dropped).',
+                        step + 1)
+        continue
       step += 1
       window_steps += 1
-      data_state = train_data.get_state()
       if bar is not None:
         bar.update(1)
       if step % config.log_every == 0 or step == num_steps:
@@ -676,7 +683,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         last_eval = do_eval(step)
   except KeyboardInterrupt:
     # Never lose the fits: save where we are (consistent state + position).
-    save_checkpoint(ckpt, state, data_state, config)
+    try:
+      save_checkpoint(ckpt, state, data_state, config)
+    except Exception as e:  # e.g. interrupted while the step held the buffers
+      logging.error('Could not save on interrupt (%s); the last periodic '
+                    'checkpoint in %s stands.', e, ckpt.directory)
     raise
   finally:
     if bar is not None:

@@ -1,9 +1,10 @@
-"""Fails if a JAX (or jaxopt) upgrade breaks the least-squares solver we use.
+"""Fails if a JAX (or jaxopt) upgrade breaks the least-squares solvers we use.
 
 jaxopt is unmaintained; spin_jax.optim_lsq is its only importer. These checks
 exercise exactly what SMPLify's fast mode relies on: LevenbergMarquardt with a
-materialised Jacobian (autodiff or supplied) under jit and vmap, and
-GaussNewton, on a problem with a known exact solution.
+materialised Jacobian (autodiff or supplied) under jit and vmap, GaussNewton,
+and our matrix-free levenberg_marquardt_cg (linearize + linear_transpose), on
+a problem with a known exact solution.
 """
 import pathlib
 import re
@@ -37,7 +38,8 @@ _TRUE = dict(a=jnp.array([2.0, -1.0, 0.5]), k=jnp.array([1.5, 0.3, 2.0]),
 
 @pytest.mark.parametrize('solver,with_jac', [('levenberg_marquardt', False),
                                              ('levenberg_marquardt', True),
-                                             ('gauss_newton', False)])
+                                             ('gauss_newton', False),
+                                             ('gauss_newton', True)])
 def test_solver_recovers_exact_parameters_vmapped(solver, with_jac):
   y = jax.vmap(lambda p: _residual(p, 0.0))(_TRUE)  # (3, 12) data
   init = jax.tree.map(lambda x: x * 0.7 + 0.1, _TRUE)
@@ -51,6 +53,37 @@ def test_solver_recovers_exact_parameters_vmapped(solver, with_jac):
   out = fit(init, y)
   for key in _TRUE:
     np.testing.assert_allclose(out[key], _TRUE[key], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize('preconditioned', [False, True])
+def test_matrix_free_lm_recovers_exact_parameters_vmapped(preconditioned):
+  # Our own solver (no jaxopt): CG on the 3-parameter damped normal equations.
+  y = jax.vmap(lambda p: _residual(p, 0.0))(_TRUE)
+  init = jax.tree.map(lambda x: x * 0.7 + 0.1, _TRUE)
+
+  @jax.jit
+  def fit(init, y):
+    def one(p, y):
+      # A poor but SPD stand-in for J^T J (ravel order a, c, k).
+      m = jnp.diag(jnp.array([5.0, 12.0, 1.0])) if preconditioned else None
+      return optim_lsq.least_squares(_residual, p, y, maxiter=30,
+                                     solver='levenberg_marquardt_cg',
+                                     cg_iterations=3, preconditioner=m)
+    return jax.vmap(one)(init, y)
+
+  out = fit(init, y)
+  for key in _TRUE:
+    np.testing.assert_allclose(out[key], _TRUE[key], rtol=1e-3, atol=1e-4)
+
+
+def test_matrix_free_lm_never_takes_a_worse_step():
+  # From the exact solution every step can only be rejected.
+  y = _residual(jax.tree.map(lambda x: x[0], _TRUE), 0.0)
+  truth = jax.tree.map(lambda x: x[0], _TRUE)
+  out = optim_lsq.least_squares(_residual, truth, y, maxiter=3,
+                                solver='levenberg_marquardt_cg', cg_iterations=2)
+  for key in truth:
+    np.testing.assert_array_equal(out[key], truth[key])
 
 
 def test_supplied_jacobian_is_used():

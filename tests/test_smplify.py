@@ -133,12 +133,15 @@ def test_rigid_root_rotation_is_exact(model):
   np.testing.assert_allclose(rotated, direct, atol=1e-5)
 
 
-@pytest.mark.parametrize('mode', ['faithful', 'fast'])
-def test_recovery_and_failure_flag(model, prior, mode):
+@pytest.mark.parametrize('mode,solver', [('faithful', None),
+                                         ('fast', None),  # matrix-free LM
+                                         ('fast', 'levenberg_marquardt')])
+def test_recovery_and_failure_flag(model, prior, mode, solver):
   b = 5
   truth, keypoints, init = _scene(model, b)
   keypoints = keypoints.at[b - 1, 3, 0].set(jnp.nan)  # one broken sample
-  res = smplify.smplify(model, prior, init, keypoints, smplify.SMPLifyConfig(mode=mode))
+  config = smplify.SMPLifyConfig(mode=mode, **({'lsq_solver': solver} if solver else {}))
+  res = smplify.smplify(model, prior, init, keypoints, config)
   ok = slice(0, b - 1)
   assert np.all(np.asarray(res.valid[ok]))
   used = np.ones(49, bool)
@@ -163,7 +166,13 @@ def test_config_and_input_errors(model, prior):
     smplify.SMPLifyConfig(mode='slow')
   with pytest.raises(ValueError, match='body_iterations'):
     smplify.SMPLifyConfig(body_iterations=-1)
+  with pytest.raises(ValueError, match='cg_iterations'):
+    smplify.SMPLifyConfig(mode='fast', cg_iterations=0)
+  with pytest.raises(ValueError, match='lsq_solver'):
+    smplify.SMPLifyConfig(mode='fast', lsq_solver='adam')
   assert smplify.SMPLifyConfig().iterations == (100, 100)
+  assert smplify.SMPLifyConfig(mode='fast').iterations == (5, 2)
+  assert smplify.SMPLifyConfig(mode='fast', lsq_solver='levenberg_marquardt').iterations == (8, 12)
   _, keypoints, init = _scene(model, 2)
   with pytest.raises(ValueError, match='keypoints_2d'):
     smplify.smplify(model, prior, init, keypoints[:, :24], _STAGE1)

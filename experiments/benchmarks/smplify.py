@@ -39,6 +39,9 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 _FAST_ITERATIONS = flags.DEFINE_string(
     'fast_iterations', None, 'Fast mode "camera,body" LM iterations; default: '
     "SMPLifyConfig's.")
+_FAST_SOLVER = flags.DEFINE_string(
+    'fast_solver', None, "Fast mode's stage-2 lsq_solver (e.g. "
+    "'levenberg_marquardt' for the materialised Jacobian); default: SMPLifyConfig's.")
 _JSON = flags.DEFINE_string('json', None, 'Also write the result JSON here.')
 
 
@@ -78,7 +81,7 @@ def _fast_iterations():
   try:
     cam, body = (int(v) for v in _FAST_ITERATIONS.value.split(','))
   except ValueError:
-    raise app.UsageError('--fast_iterations must be "CAMERA,BODY", e.g. "8,12"; '
+    raise app.UsageError('--fast_iterations must be "CAMERA,BODY", e.g. "8,3"; '
                          f'got {_FAST_ITERATIONS.value!r}.') from None
   return dict(camera_iterations=cam, body_iterations=body)
 
@@ -124,7 +127,9 @@ def main(argv):
   runs = {
       'faithful': smplify.SMPLifyConfig(mode='faithful'),
       'faithful_full_mesh': smplify.SMPLifyConfig(mode='faithful', full_mesh=True),
-      'fast': smplify.SMPLifyConfig(mode='fast', **_fast_iterations()),
+      'fast': smplify.SMPLifyConfig(
+          mode='fast', **_fast_iterations(),
+          **({'lsq_solver': _FAST_SOLVER.value} if _FAST_SOLVER.value else {})),
   }
   calls = {name: (lambda cfg=cfg: smplify.smplify(model, prior, init, keypoints, cfg))
            for name, cfg in runs.items()}
@@ -159,7 +164,8 @@ def main(argv):
   result.update(
       batch=_BATCH.value, body_model=model_name, num_vertices=model.num_vertices,
       pose_correctives=bool(getattr(model, 'has_pose_correctives', True)),
-      prior=prior_name, iterations={k: list(c.iterations) for k, c in runs.items()},
+      prior=prior_name, fast_solver=runs['fast'].lsq_solver,
+      iterations={k: list(c.iterations) for k, c in runs.items()},
       backend=jax.default_backend(), cpu_count=os.cpu_count(),
       machine=platform.processor() or platform.machine(), notes=notes)
   line = json.dumps(result)
