@@ -27,12 +27,11 @@ import csv
 import dataclasses
 import io
 import json
-import os
-import tempfile
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from spin_jax import fileio
 from spin_jax import constants
 
 MM = 1000.0  # metres -> millimetres
@@ -311,7 +310,7 @@ class ResultAccumulator:
     if path.endswith('.npz'):
       buf = io.BytesIO()
       np.savez(buf, **cols)
-      _atomic_write_bytes(path, buf.getvalue())
+      fileio.atomic_write_bytes(path, buf.getvalue())
     elif path.endswith('.csv'):
       flat = {k: v for k, v in cols.items() if v.ndim == 1}
       names = sorted(flat)
@@ -321,7 +320,7 @@ class ResultAccumulator:
       n = len(next(iter(flat.values()))) if flat else 0
       for i in range(n):
         writer.writerow([_fmt(flat[k][i]) for k in names])
-      _atomic_write_bytes(path, text.getvalue().encode())
+      fileio.atomic_write_bytes(path, text.getvalue().encode())
     else:
       raise ValueError(f'per-sample results file {path!r}: expected a name '
                        'ending in .npz or .csv.')
@@ -333,23 +332,8 @@ def _fmt(x) -> str:
   return str(x)
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def write_json(path: str, obj: Any) -> None:
-  _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True)
+  fileio.atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True)
                              + '\n').encode())
 
 
@@ -680,8 +664,3 @@ def _synthetic_test_source(data_dir, config, size, body_model):
                                size=size or 'quickstart',
                                body_model=body_model or 'default')
 
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask

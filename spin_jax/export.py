@@ -21,12 +21,12 @@ weights and the body model are baked in as constants: reloading needs only jax
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from spin_jax import fileio
 
 OUTPUT_KEYS = ('rotmat', 'betas', 'cam', 'vertices', 'joints', 'cam_t')
 
@@ -78,19 +78,7 @@ def export_inference(infer_fn: Callable, *, img_res: int,
 
 def save(exported: jax.export.Exported, path: str) -> None:
   """Serialises to path atomically."""
-  data = exported.serialize()
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_export_')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  fileio.atomic_write_bytes(path, exported.serialize())
 
 
 def load(path: str) -> jax.export.Exported:
@@ -105,8 +93,3 @@ def load(path: str) -> jax.export.Exported:
     raise ValueError(f'{path!r} is not a jax.export artefact written by '
                      f'spin_jax.export.save: {e}') from e
 
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask

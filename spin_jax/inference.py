@@ -29,12 +29,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from spin_jax import fileio
 from spin_jax import constants
 
 DEFAULT_RESCALE = 1.2
@@ -274,27 +274,12 @@ class Predictor:
 # Writing results.
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def write_png(path: str, rgb: np.ndarray) -> None:
   import cv2
   ok, buf = cv2.imencode('.png', np.ascontiguousarray(rgb[..., ::-1]))
   if not ok:
     raise ValueError(f'could not encode {path!r} as PNG.')
-  _atomic_write(path, buf.tobytes())
+  fileio.atomic_write_bytes(path, buf.tobytes())
 
 
 def write_obj(path: str, vertices: np.ndarray, faces: np.ndarray) -> None:
@@ -303,13 +288,13 @@ def write_obj(path: str, vertices: np.ndarray, faces: np.ndarray) -> None:
   text.write('# spin_jax mesh, metres, OpenCV camera frame of the full image\n')
   np.savetxt(text, np.asarray(vertices, np.float64), fmt='v %.6f %.6f %.6f')
   np.savetxt(text, np.asarray(faces, np.int64) + 1, fmt='f %d %d %d')
-  _atomic_write(path, text.getvalue().encode())
+  fileio.atomic_write_bytes(path, text.getvalue().encode())
 
 
 def write_npz(path: str, **arrays) -> None:
   buf = io.BytesIO()
   np.savez(buf, **arrays)
-  _atomic_write(path, buf.getvalue())
+  fileio.atomic_write_bytes(path, buf.getvalue())
 
 
 def render_people(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
@@ -486,8 +471,3 @@ def render_demo_image(height: int = 320, width: int = 240, seed: int = 0
                             (height, width), bg, translation=t,
                             color=(0.80, 0.62, 0.52))
 
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask

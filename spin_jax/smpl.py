@@ -291,7 +291,6 @@ def make_body_model(*, v_template, shapedirs, posedirs, J_regressor, weights,
     if not np.all(np.isfinite(arr)):
       raise ValueError(f'{source}: key {key!r} has non-finite values')
 
-  nb = shapedirs.shape[-1]
   J_template = J_regressor @ v_template  # (24, 3)
   J_shapedirs = np.einsum('jv,vck->jck', J_regressor, shapedirs)  # (24, 3, NB)
 

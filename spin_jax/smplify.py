@@ -13,7 +13,7 @@ Modes (SMPLifyConfig.mode):
   'fast': the objective is a sum of squares, so it is written as residuals and
     minimised per sample by Levenberg-Marquardt (spin_jax.optim_lsq), which
     accepts only steps that lower the objective. Stage 1 (6 parameters, no
-    body model per step) uses 8 steps with the materialised Jacobian. Stage 2
+    body model per step) uses 5 steps with the materialised Jacobian. Stage 2
     (default lsq_solver 'levenberg_marquardt_cg') never forms its (R, 82)
     Jacobian (~80 gradients' worth by forward-mode autodiff): each of its 3
     steps solves the damped normal equations by 6 conjugate-gradient
@@ -53,7 +53,7 @@ MODES = ('faithful', 'fast')
 # Output joint 8 (OP MidHip) is SMPL joint 0, the root (JOINTS_49_FROM_54).
 _PELVIS = constants.JOINTS_49_FROM_54.index(0)
 _DEFAULT_ITERATIONS = {'faithful': (100, 100), 'fast': (8, 12),
-                       'fast_cg': (5, 2)}
+                       'fast_cg': (5, 3)}
 # Preconditioner of the matrix-free stage 2: the data rows' share of J^T J per
 # parameter, roughly (f / t_z)^2 * lever^2 = (5000 / 45)^2 * 0.3^2 ~ 1e3 px^2
 # per radian^2 and keypoint, stands in as a multiple of the identity.
@@ -65,7 +65,7 @@ class SMPLifyConfig:
   """SMPLify settings (hashable: passed to jit as a static argument).
 
   camera_iterations / body_iterations default per mode: faithful 100 / 100
-  Adam steps (SPIN); fast 8 / 3 Levenberg-Marquardt steps with the default
+  Adam steps (SPIN); fast 5 / 3 Levenberg-Marquardt steps with the default
   lsq_solver 'levenberg_marquardt_cg' (cg_iterations CG iterations per
   stage-2 step), 8 / 12 with 'levenberg_marquardt' or 'gauss_newton'.
   """
@@ -74,7 +74,7 @@ class SMPLifyConfig:
   body_iterations: int | None = None
   learning_rate: float = 1e-2  # faithful (Adam, betas 0.9/0.999 as torch)
   lsq_solver: str = 'levenberg_marquardt_cg'  # fast, stage 2; see the module doc
-  cg_iterations: int = 8  # fast with levenberg_marquardt_cg: per stage-2 step
+  cg_iterations: int = 6  # fast with levenberg_marquardt_cg: per stage-2 step
   focal_length: float = constants.FOCAL_LENGTH
   img_res: int = constants.IMG_RES
   sigma: float = constants.SMPLIFY_SIGMA

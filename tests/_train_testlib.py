@@ -156,7 +156,6 @@ def make_data(cfg, body_model, fail_at: int | None = None, nan_at: int | None = 
 def final_arrays(workdir: str) -> dict:
   """Params (flattened) and fits of the latest checkpoint in workdir, numpy."""
   import jax
-  from flax import nnx
   from spin_jax import checkpoint as ckpt_lib
   from spin_jax import parallel
   from spin_jax import train

@@ -7,10 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from spin_jax import constants
 from spin_jax import export
 from spin_jax import models
-from spin_jax import smpl
 from test_evaluate import tiny_body_model
 
 

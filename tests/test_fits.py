@@ -1,6 +1,4 @@
 """Fits table: frame round trips, guarded per-sample updates, initialisation."""
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -171,7 +171,7 @@ def test_config_and_input_errors(model, prior):
   with pytest.raises(ValueError, match='lsq_solver'):
     smplify.SMPLifyConfig(mode='fast', lsq_solver='adam')
   assert smplify.SMPLifyConfig().iterations == (100, 100)
-  assert smplify.SMPLifyConfig(mode='fast').iterations == (5, 2)
+  assert smplify.SMPLifyConfig(mode='fast').iterations == (5, 3)
   assert smplify.SMPLifyConfig(mode='fast', lsq_solver='levenberg_marquardt').iterations == (8, 12)
   _, keypoints, init = _scene(model, 2)
   with pytest.raises(ValueError, match='keypoints_2d'):

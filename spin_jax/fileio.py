@@ -1,0 +1,32 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes data to a temporary file beside path, then renames it over path."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def atomic_write_json(path: str, obj, **dumps_kwargs) -> None:
+  atomic_write_bytes(path, (json.dumps(obj, **dumps_kwargs) + '\n').encode())
