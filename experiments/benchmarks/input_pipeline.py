@@ -80,10 +80,8 @@ def main(argv):
     tmp.cleanup()
   line = json.dumps(result)
   if _JSON.value:
-    tmp_path = _JSON.value + '.tmp'
-    with open(tmp_path, 'w') as f:
-      f.write(line + '\n')
-    os.replace(tmp_path, _JSON.value)
+    from spin_jax import fileio  # pylint: disable=g-import-not-at-top
+    fileio.atomic_write_bytes(_JSON.value, (line + '\n').encode())
   print(line)
 
 

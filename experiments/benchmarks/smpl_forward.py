@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 
 from absl import app
@@ -254,11 +253,8 @@ def main(argv):
   }
   line = json.dumps(results)
   if _JSON.value:
-    folder = os.path.dirname(os.path.abspath(_JSON.value))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-      f.write(line + '\n')
-    os.replace(tmp, _JSON.value)
+    from spin_jax import fileio  # pylint: disable=g-import-not-at-top
+    fileio.atomic_write_bytes(_JSON.value, (line + '\n').encode())
   print(line)
 
 

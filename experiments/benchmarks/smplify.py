@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spin_jax import fileio
 from spin_jax import camera
 from spin_jax import constants
 from spin_jax import priors
@@ -170,10 +171,7 @@ def main(argv):
       machine=platform.processor() or platform.machine(), notes=notes)
   line = json.dumps(result)
   if _JSON.value:
-    tmp = _JSON.value + '.tmp'
-    with open(tmp, 'w') as f:
-      f.write(line + '\n')
-    os.replace(tmp, _JSON.value)
+    fileio.atomic_write_bytes(_JSON.value, (line + '\n').encode())
   print(line)
 
 

@@ -121,10 +121,8 @@ def main(argv):
                            if k.endswith('_first_step_s')})
   line = json.dumps(out)
   if _JSON.value:
-    tmp = _JSON.value + '.tmp'
-    with open(tmp, 'w') as f:
-      f.write(line + '\n')
-    os.replace(tmp, _JSON.value)
+    from spin_jax import fileio  # pylint: disable=g-import-not-at-top
+    fileio.atomic_write_bytes(_JSON.value, (line + '\n').encode())
   print(line)
 
 
