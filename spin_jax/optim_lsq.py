@@ -14,6 +14,13 @@ Solvers:
     taken only if it lowers the objective (lam / 3 if so, x 4 if not).
     M is an optional (P, P) SPD approximation of J^T J (default I), used as
     the CG preconditioner and as the damping scale.
+  'levenberg_marquardt_dense' (ours, no jaxopt): Levenberg-Marquardt with the
+    Jacobian formed, for callers that compute residuals and Jacobian together
+    (`value_and_jac_fn`: one evaluation per step, against jaxopt's separate
+    residual and Jacobian calls). Each step solves
+    (J^T J + lam diag(J^T J)) dx = -J^T r by Cholesky; a step is taken only if
+    it lowers the objective (lam / 3 if so, x 4 if not); a rejected step keeps
+    the Jacobian already computed.
 """
 from __future__ import annotations
 
@@ -30,16 +37,19 @@ with warnings.catch_warnings():
                           category=DeprecationWarning)
   import jaxopt
 
-SOLVERS = ('levenberg_marquardt', 'gauss_newton', 'levenberg_marquardt_cg')
+SOLVERS = ('levenberg_marquardt', 'gauss_newton', 'levenberg_marquardt_cg',
+           'levenberg_marquardt_dense')
 _DEFAULT_DAMPING = {'levenberg_marquardt': 1e-6, 'gauss_newton': 0.0,
-                    'levenberg_marquardt_cg': 1e-3}
+                    'levenberg_marquardt_cg': 1e-3,
+                    'levenberg_marquardt_dense': 1e-3}
 
 
 def least_squares(residual_fn: Callable[..., jax.Array], init_params, *args,
                   maxiter: int = 10, solver: str = 'levenberg_marquardt',
                   damping: float | None = None,
                   jac_fn: Callable[..., jax.Array] | None = None,
-                  cg_iterations: int = 6, preconditioner: jax.Array | None = None):
+                  cg_iterations: int = 6, preconditioner: jax.Array | None = None,
+                  value_and_jac_fn: Callable[..., tuple[jax.Array, jax.Array]] | None = None):
   """Minimises sum(residual_fn(params, *args)**2) from init_params.
 
   Unbatched: vmap it for per-sample problems (each sample then keeps its own
@@ -67,6 +77,9 @@ def least_squares(residual_fn: Callable[..., jax.Array], init_params, *args,
       solve the damped system exactly in exact arithmetic).
     preconditioner: levenberg_marquardt_cg: optional (P, P) symmetric positive
       definite approximation of J^T J (ravel order); default identity.
+    value_and_jac_fn: levenberg_marquardt_dense: optional (params pytree,
+      *args) -> ((R,) residuals, (R, P) Jacobian), computed together; default:
+      residual_fn and jac_fn (or forward-mode autodiff).
 
   Returns:
     params pytree of the same structure.
@@ -80,6 +93,14 @@ def least_squares(residual_fn: Callable[..., jax.Array], init_params, *args,
   def flat_residual(x, *a):
     return residual_fn(unravel(x), *a)
 
+  if solver == 'levenberg_marquardt_dense':
+    if value_and_jac_fn is not None:
+      both = lambda x: value_and_jac_fn(unravel(x), *args)
+    else:
+      jac = (jax.jacfwd(flat_residual) if jac_fn is None
+             else lambda x, *a: jac_fn(unravel(x), *a))
+      both = lambda x: (flat_residual(x, *args), jac(x, *args))
+    return unravel(_lm_dense(both, flat, maxiter, damping))
   if solver == 'levenberg_marquardt_cg':
     return unravel(_lm_cg(lambda x: flat_residual(x, *args), flat, maxiter,
                           cg_iterations, damping, preconditioner))
@@ -142,6 +163,30 @@ def _lm_cg(fn, x, maxiter, cg_iterations, damping, preconditioner):
 
   f0 = jnp.sum(fn(x)**2)
   init = (x, f0, jnp.asarray(damping, x.dtype))
+  return jax.lax.fori_loop(0, maxiter, step, init)[0]
+
+
+def _lm_dense(both, x, maxiter, damping):
+  """Levenberg-Marquardt on (r, J) = both(x) (see the module docstring)."""
+
+  def step(_, carry):
+    x, r, jac, f, lam = carry
+    jtj = jac.T @ jac
+    # Marquardt's scaling: damping in each parameter's own units. The 1e-9
+    # floor keeps a parameter no residual sees from making the system singular.
+    diag = jnp.diagonal(jtj) + 1e-9 * jnp.max(jnp.diagonal(jtj))
+    a = jtj + jnp.diag(lam * diag)
+    chol = jax.scipy.linalg.cho_factor(a)
+    dx = -jax.scipy.linalg.cho_solve(chol, (jac.T @ r)[:, None])[:, 0]
+    r_new, jac_new = both(x + dx)
+    f_new = r_new @ r_new
+    better = f_new < f  # False for NaN: a non-finite step is never taken
+    keep = lambda new, old: jnp.where(better, new, old)
+    return (keep(x + dx, x), keep(r_new, r), keep(jac_new, jac),
+            keep(f_new, f), jnp.where(better, lam / 3.0, lam * 4.0))
+
+  r, jac = both(x)
+  init = (x, r, jac, r @ r, jnp.asarray(damping, x.dtype))
   return jax.lax.fori_loop(0, maxiter, step, init)[0]
 
 

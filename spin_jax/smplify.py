@@ -12,19 +12,19 @@ Modes (SMPLifyConfig.mode):
     interact, so a per-sample Adam vmapped over the batch is the same thing.
   'fast': the objective is a sum of squares, so it is written as residuals and
     minimised per sample by Levenberg-Marquardt (spin_jax.optim_lsq), which
-    accepts only steps that lower the objective. Stage 1 (6 parameters, no
-    body model per step) uses 5 steps with the materialised Jacobian. Stage 2
-    (default lsq_solver 'levenberg_marquardt_cg') never forms its (R, 82)
-    Jacobian (~80 gradients' worth by forward-mode autodiff): each of its 3
-    steps solves the damped normal equations by 6 conjugate-gradient
-    iterations of one Jacobian-vector product and its transpose each,
-    preconditioned by the analytic Gram matrix of the prior residuals plus a
-    constant data curvature. On the benchmark
-    (experiments/benchmarks/smplify.py, CPU) that reaches a lower objective
-    than 'faithful' in under a third of its time. lsq_solver
-    'levenberg_marquardt' / 'gauss_newton' materialise the stage-2 Jacobian
-    (prior rows analytic) and default to 8 + 12 steps: lower objective still,
-    but several times slower than 'faithful'.
+    accepts only steps that lower the objective. Default lsq_solver
+    'levenberg_marquardt_dense' (ours): stage 1 (6 parameters, no body model
+    per step) takes 5 damped steps; stage 2 takes 4 steps, each one Cholesky
+    solve of the (82, 82) damped normal equations with the Jacobian in closed
+    form (spin_jax.joints_jacobian: the pose columns along the kinematic
+    chain, priors written down), residuals and Jacobian from one pass. On the
+    benchmark (experiments/benchmarks/smplify.py, 2-core CPU) that reaches a
+    lower objective than 'faithful' in about a fifth of its time. Also:
+    'levenberg_marquardt' / 'gauss_newton' (jaxopt, the same analytic
+    Jacobian; jaxopt evaluates residuals and Jacobian separately, ~1.5x
+    slower) and 'levenberg_marquardt_cg' (matrix-free: conjugate gradients on
+    Jacobian-vector products; no closed form needed, 5 + 3 steps by default,
+    slower and less accurate here).
 
 Every iteration runs the joints-only body path (smpl.joints_forward): SMPLify
 never needs the mesh. `full_mesh=True` runs smpl.forward instead, as the
@@ -44,6 +44,7 @@ import optax
 
 from spin_jax import camera
 from spin_jax import constants
+from spin_jax import joints_jacobian
 from spin_jax import optim_lsq
 from spin_jax import priors
 from spin_jax import rotations
@@ -52,8 +53,9 @@ from spin_jax import smpl
 MODES = ('faithful', 'fast')
 # Output joint 8 (OP MidHip) is SMPL joint 0, the root (JOINTS_49_FROM_54).
 _PELVIS = constants.JOINTS_49_FROM_54.index(0)
-_DEFAULT_ITERATIONS = {'faithful': (100, 100), 'fast': (8, 12),
+_DEFAULT_ITERATIONS = {'faithful': (100, 100), 'fast': (5, 4),
                        'fast_cg': (5, 3)}
+_JAXOPT_SOLVERS = ('levenberg_marquardt', 'gauss_newton')
 # Preconditioner of the matrix-free stage 2: the data rows' share of J^T J per
 # parameter, roughly (f / t_z)^2 * lever^2 = (5000 / 45)^2 * 0.3^2 ~ 1e3 px^2
 # per radian^2 and keypoint, stands in as a multiple of the identity.
@@ -65,16 +67,17 @@ class SMPLifyConfig:
   """SMPLify settings (hashable: passed to jit as a static argument).
 
   camera_iterations / body_iterations default per mode: faithful 100 / 100
-  Adam steps (SPIN); fast 5 / 3 Levenberg-Marquardt steps with the default
+  Adam steps (SPIN); fast 5 / 4 Levenberg-Marquardt steps, or 5 / 3 with
   lsq_solver 'levenberg_marquardt_cg' (cg_iterations CG iterations per
-  stage-2 step), 8 / 12 with 'levenberg_marquardt' or 'gauss_newton'.
+  stage-2 step).
   """
   mode: str = 'faithful'
   camera_iterations: int | None = None
   body_iterations: int | None = None
   learning_rate: float = 1e-2  # faithful (Adam, betas 0.9/0.999 as torch)
-  lsq_solver: str = 'levenberg_marquardt_cg'  # fast, stage 2; see the module doc
+  lsq_solver: str = 'levenberg_marquardt_dense'  # fast; see the module doc
   cg_iterations: int = 6  # fast with levenberg_marquardt_cg: per stage-2 step
+  camera_damping: float = 0.1  # fast, stage 1 (ours): initial relative damping
   focal_length: float = constants.FOCAL_LENGTH
   img_res: int = constants.IMG_RES
   sigma: float = constants.SMPLIFY_SIGMA
@@ -94,6 +97,15 @@ class SMPLifyConfig:
       n = getattr(self, name)
       if n is not None and (not isinstance(n, int) or n < 0):
         raise ValueError(f'SMPLifyConfig.{name} must be an int >= 0; got {n!r}.')
+    if (self.full_mesh and self.mode == 'fast'
+        and self.lsq_solver != 'levenberg_marquardt_cg'):
+      raise ValueError('SMPLifyConfig: full_mesh=True (the original\'s way, for '
+                       'benchmarks) needs mode faithful or lsq_solver '
+                       'levenberg_marquardt_cg; the other fast solvers use the '
+                       'closed-form joints Jacobian.')
+    if not self.camera_damping > 0:
+      raise ValueError(f'SMPLifyConfig.camera_damping must be > 0; '
+                       f'got {self.camera_damping!r}.')
     if not isinstance(self.cg_iterations, int) or self.cg_iterations < 1:
       raise ValueError(f'SMPLifyConfig.cg_iterations must be an int >= 1; '
                        f'got {self.cg_iterations!r}.')
@@ -201,26 +213,39 @@ def _body_residuals(params, translation, model, prior, keypoints, conf, config):
       config.angle_prior_weight * r_angle, config.shape_prior_weight * betas])
 
 
-def _body_jacobian(params, translation, model, prior, keypoints, conf, config):
-  """Stage-2 Jacobian (R, 3 + 69 + NB) in ravel order (orient, pose, betas).
+def _body_residuals_and_jacobian(params, translation, model, prior, keypoints,
+                                 conf, config):
+  """Stage-2 residuals (R,) and Jacobian (R, 3 + 69 + NB), ravel order
+  (orient, pose, betas), from one pass of the body model.
 
-  Only the data rows go through the body model (forward-mode autodiff); the
-  prior rows are written down: GMM = sqrt(0.5) w W_k on the pose columns for
-  the winning component k (its constant row is 0), angle = diagonal, shape =
-  w I. This avoids differentiating all K whitening products per tangent.
+  The joints' Jacobian comes in closed form along the kinematic chain
+  (spin_jax.joints_jacobian), chained per joint with the projection and the
+  robust residual (a 3 -> 2 map each). The prior rows are written down: GMM =
+  sqrt(0.5) w W_k on the pose columns for the winning component k (its
+  constant row is 0), angle = diagonal, shape = w I.
   """
   global_orient, body_pose, betas = params
   nb = betas.shape[0]
+  jj = joints_jacobian.joints_with_jacobian(
+      model, betas[None], body_pose[None], global_orient[None])
+  d_joints = jnp.concatenate([jj.d_pose[0], jj.d_betas[0]], -1)  # (49, 3, P)
 
-  def data(x):
-    proj = _project(_joints(model, x[:3], x[3:72], x[72:], config), translation,
-                    config)
-    r = conf[:, None] * priors.gmof_residual(keypoints[:, :2] - proj, config.sigma)
-    return r.reshape(-1)
+  def joint_residual(x, kp, c):  # (3,) joint -> (2,) robust residual
+    proj = _project(x[None], translation, config)[0]
+    return c * priors.gmof_residual(kp - proj, config.sigma)
 
-  x = jnp.concatenate([global_orient, body_pose, betas])
-  j_data = jax.jacfwd(data)(x)  # (98, P)
-  dtype = x.dtype
+  r_data, d_res = jax.vmap(
+      lambda *a: (joint_residual(*a), jax.jacfwd(joint_residual)(*a)))(
+          jj.joints[0], keypoints[:, :2], conf)  # (49, 2), (49, 2, 3)
+  j_data = jnp.einsum('jrc,jcp->jrp', d_res, d_joints).reshape(
+      2 * constants.NUM_JOINTS, -1)  # (98, P)
+  dtype = j_data.dtype
+  r_gmm = priors.gmm_residuals(prior, body_pose[None])[0]  # (70,)
+  r_angle = priors.angle_prior_residuals(body_pose[None])[0]  # (4,)
+  residuals = jnp.concatenate([
+      r_data.reshape(-1), config.pose_prior_weight * r_gmm,
+      config.angle_prior_weight * r_angle, config.shape_prior_weight * betas])
+
   _, values = priors._gmm_parts(prior, body_pose[None])  # pylint: disable=protected-access
   k = jnp.argmin(values[0])
   j_gmm = config.pose_prior_weight * jnp.sqrt(0.5) * prior.whitening[k]  # (69, 69)
@@ -229,13 +254,14 @@ def _body_jacobian(params, translation, model, prior, keypoints, conf, config):
   d_angle = config.angle_prior_weight * signs * jnp.exp(body_pose[ids] * signs)
   j_angle = jnp.zeros((4, 69), dtype).at[jnp.arange(4), ids].set(d_angle)
   z = lambda r, c: jnp.zeros((r, c), dtype)
-  return jnp.concatenate([
+  jacobian = jnp.concatenate([
       j_data,
-      jnp.concatenate([z(69, 3), j_gmm, z(69, nb)], 1),
+      jnp.concatenate([z(69, 3), j_gmm.astype(dtype), z(69, nb)], 1),
       z(1, 72 + nb),  # GMM constant
       jnp.concatenate([z(4, 3), j_angle, z(4, nb)], 1),
       jnp.concatenate([z(nb, 72), config.shape_prior_weight * jnp.eye(nb, dtype=dtype)], 1),
   ])
+  return residuals, jacobian
 
 
 def _body_preconditioner(body_pose, num_betas, prior, config):
@@ -269,24 +295,33 @@ def _adam(loss_fn, params, iterations, learning_rate):
   return jax.lax.fori_loop(0, iterations, step, (params, opt.init(params)))[0]
 
 
-def _minimise(residual_fn, params, iterations, config, jac_fn=None,
+def _minimise(residual_fn, params, iterations, config, value_and_jac_fn=None,
               preconditioner=None):
-  """Runs the configured optimiser. preconditioner=None marks stage 1."""
+  """Runs the configured optimiser. value_and_jac_fn=None marks stage 1."""
   if iterations == 0:
     return params
   if config.mode == 'faithful':
     return _adam(lambda p: jnp.sum(residual_fn(p)**2), params, iterations,
                  config.learning_rate)
-  if config.lsq_solver != 'levenberg_marquardt_cg':
+  if value_and_jac_fn is None:  # stage 1: 6 parameters, J is cheap to form
+    if config.lsq_solver in _JAXOPT_SOLVERS:
+      return optim_lsq.least_squares(residual_fn, params, maxiter=iterations,
+                                     solver='levenberg_marquardt')
+    # Damped well above Gauss-Newton: four torso points barely pin the
+    # rotation about the body's long axis, and an undamped first step can
+    # leap to a mirrored torso that stage 2 then has to undo.
     return optim_lsq.least_squares(residual_fn, params, maxiter=iterations,
-                                   solver=config.lsq_solver, jac_fn=jac_fn)
-  if preconditioner is None:  # stage 1: 6 parameters, J is cheap to form
+                                   solver='levenberg_marquardt_dense',
+                                   damping=config.camera_damping)
+  solver = config.lsq_solver
+  if solver == 'levenberg_marquardt_cg':
     return optim_lsq.least_squares(residual_fn, params, maxiter=iterations,
-                                   solver='levenberg_marquardt')
-  return optim_lsq.least_squares(residual_fn, params, maxiter=iterations,
-                                 solver='levenberg_marquardt_cg',
-                                 cg_iterations=config.cg_iterations,
-                                 preconditioner=preconditioner)
+                                   solver=solver,
+                                   cg_iterations=config.cg_iterations,
+                                   preconditioner=preconditioner)
+  return optim_lsq.least_squares(
+      residual_fn, params, maxiter=iterations, solver=solver,
+      jac_fn=lambda p: value_and_jac_fn(p)[1], value_and_jac_fn=value_and_jac_fn)
 
 
 def _fit_one(model, prior, init: FitParams, keypoints, config):
@@ -314,11 +349,11 @@ def _fit_one(model, prior, init: FitParams, keypoints, config):
 
   # Stage 2, camera frozen.
   body_fn = lambda p, t: _body_residuals(p, t, model, prior, keypoints, conf, config)
-  jac_fn = lambda p: _body_jacobian(p, translation, model, prior, keypoints,
-                                    conf, config)
+  value_and_jac_fn = lambda p: _body_residuals_and_jacobian(
+      p, translation, model, prior, keypoints, conf, config)
   global_orient, body_pose, betas = _minimise(
       lambda p: body_fn(p, translation), (global_orient, init.body_pose, init.betas),
-      n_body, config, jac_fn=jac_fn,
+      n_body, config, value_and_jac_fn=value_and_jac_fn,
       preconditioner=_body_preconditioner(init.body_pose, init.betas.shape[0],
                                           prior, config))
 

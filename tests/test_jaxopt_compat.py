@@ -3,8 +3,9 @@
 jaxopt is unmaintained; spin_jax.optim_lsq is its only importer. These checks
 exercise exactly what SMPLify's fast mode relies on: LevenbergMarquardt with a
 materialised Jacobian (autodiff or supplied) under jit and vmap, GaussNewton,
-and our matrix-free levenberg_marquardt_cg (linearize + linear_transpose), on
-a problem with a known exact solution.
+and our own levenberg_marquardt_dense (the default) and matrix-free
+levenberg_marquardt_cg (linearize + linear_transpose), on a problem with a
+known exact solution.
 """
 import pathlib
 import re
@@ -76,12 +77,32 @@ def test_matrix_free_lm_recovers_exact_parameters_vmapped(preconditioned):
     np.testing.assert_allclose(out[key], _TRUE[key], rtol=1e-3, atol=1e-4)
 
 
-def test_matrix_free_lm_never_takes_a_worse_step():
+@pytest.mark.parametrize('fused', [False, True])
+def test_dense_lm_recovers_exact_parameters_vmapped(fused):
+  # Our own dense solver (no jaxopt), residuals and Jacobian from one call.
+  y = jax.vmap(lambda p: _residual(p, 0.0))(_TRUE)
+  init = jax.tree.map(lambda x: x * 0.7 + 0.1, _TRUE)
+  both = lambda p, y: (_residual(p, y), _jacobian(p, y))
+
+  @jax.jit
+  def fit(init, y):
+    return jax.vmap(lambda p, y: optim_lsq.least_squares(
+        _residual, p, y, maxiter=30, solver='levenberg_marquardt_dense',
+        value_and_jac_fn=both if fused else None))(init, y)
+
+  out = fit(init, y)
+  for key in _TRUE:
+    np.testing.assert_allclose(out[key], _TRUE[key], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize('solver', ['levenberg_marquardt_cg',
+                                    'levenberg_marquardt_dense'])
+def test_our_lm_never_takes_a_worse_step(solver):
   # From the exact solution every step can only be rejected.
   y = _residual(jax.tree.map(lambda x: x[0], _TRUE), 0.0)
   truth = jax.tree.map(lambda x: x[0], _TRUE)
-  out = optim_lsq.least_squares(_residual, truth, y, maxiter=3,
-                                solver='levenberg_marquardt_cg', cg_iterations=2)
+  out = optim_lsq.least_squares(_residual, truth, y, maxiter=3, solver=solver,
+                                cg_iterations=2)
   for key in truth:
     np.testing.assert_array_equal(out[key], truth[key])
 

@@ -1,4 +1,4 @@
-r"""SMPLify benchmark: faithful (joints-only), faithful (full mesh), fast.
+r"""SMPLify benchmark: faithful (joints-only), faithful (full mesh), fast, fast via jaxopt.
 
   python experiments/benchmarks/smplify.py --json /tmp/smplify.json
 
@@ -131,6 +131,9 @@ def main(argv):
       'fast': smplify.SMPLifyConfig(
           mode='fast', **_fast_iterations(),
           **({'lsq_solver': _FAST_SOLVER.value} if _FAST_SOLVER.value else {})),
+      # The same steps through jaxopt's LevenbergMarquardt, for comparison.
+      'fast_jaxopt': smplify.SMPLifyConfig(
+          mode='fast', lsq_solver='levenberg_marquardt', **_fast_iterations()),
   }
   calls = {name: (lambda cfg=cfg: smplify.smplify(model, prior, init, keypoints, cfg))
            for name, cfg in runs.items()}
@@ -162,6 +165,8 @@ def main(argv):
   result['speedup_joints_vs_full_mesh'] = round(
       result['faithful_full_mesh_s'] / result['faithful_s'], 2)
   result['fast_time_fraction'] = round(result['fast_s'] / result['faithful_s'], 3)
+  result['fast_jaxopt_time_fraction'] = round(
+      result['fast_jaxopt_s'] / result['faithful_s'], 3)
   result.update(
       batch=_BATCH.value, body_model=model_name, num_vertices=model.num_vertices,
       pose_correctives=bool(getattr(model, 'has_pose_correctives', True)),

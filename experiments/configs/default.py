@@ -40,14 +40,24 @@ def get_config(mode: str = '') -> ml_collections.ConfigDict:
   c.data.num_workers = 0
   c.data.synthetic_train_size = 2048
   c.data.synthetic_test_size = 256
+  # 'clothes' (random skin / clothing colours) or 'parts' (a fixed colour per
+  # skinning bone: the easy quickstart setting, spin_jax/datasets/synthetic.py).
+  c.data.synthetic_appearance = 'clothes'
+  # < 1 narrows the synthetic pose distribution around the mean pose (easy).
+  c.data.synthetic_pose_scale = 1.0
   c.data.eval_split = 'synthetic_test'
   c.data.eval_size = 256          # samples of the validation split per evaluation
+  # Training augmentation (SPIN: flip 0.5, per-channel pixel noise U[0.6, 1.4]).
+  c.data.flip_prob = 0.5
+  c.data.noise_factor = 0.4
 
   # Optimisation (SPIN: Adam 5e-5, batch 64, no schedule, no weight decay).
   c.batch_size = constants.BATCH_SIZE
   c.learning_rate = constants.LEARNING_RATE
   c.num_epochs = constants.NUM_EPOCHS
   c.num_train_steps = -1          # > 0 overrides num_epochs
+  c.lr_schedule = 'constant'      # SPIN; 'cosine': warmup, cosine decay to 0
+  c.warmup_steps = 0              # linear warmup of the 'cosine' schedule
 
   # Loss weights (SPIN_FACTS, "Training loss").
   c.loss = ml_collections.ConfigDict(dict(constants.LOSS_WEIGHTS))
@@ -61,7 +71,7 @@ def get_config(mode: str = '') -> ml_collections.ConfigDict:
   c.fit_threshold = constants.FIT_VALIDITY_THRESHOLD
   c.smplify = ml_collections.ConfigDict()
   c.smplify.mode = 'faithful'     # 'faithful' (Adam 100+100, SPIN) or 'fast'
-  c.smplify.iterations = -1       # per stage; -1 = mode default (faithful 100, fast 8/12)
+  c.smplify.iterations = -1       # per stage; -1 = mode default (faithful 100/100, fast 5/4)
   c.smplify.lr = 1e-2
 
   # Logging, checkpoints, evaluation (in steps).
