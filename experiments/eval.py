@@ -62,10 +62,10 @@ def main(argv):
     if not (_GT_MALE.value and _GT_FEMALE.value):
       raise app.UsageError('--gt_body_model_male and --gt_body_model_female '
                            'go together.')
-    from spin_jax import smpl  # pylint: disable=g-import-not-at-top
-    gt_models = dict(male=smpl.load_body_model(_GT_MALE.value, gender='male'),
-                     female=smpl.load_body_model(_GT_FEMALE.value,
-                                                 gender='female'))
+    from spin_jax import smpl_io  # pylint: disable=g-import-not-at-top
+    gt_models = dict(
+        male=smpl_io.load_body_model(_GT_MALE.value, gender='male'),
+        female=smpl_io.load_body_model(_GT_FEMALE.value, gender='female'))
   data_dir = _DATA_DIR.value or loaded.data_dir
   examples, total = evaluate.load_examples(_DATASET.value, data_dir,
                                            _NUM_EXAMPLES.value,

@@ -48,6 +48,7 @@ from spin_jax import models
 from spin_jax import priors
 from spin_jax import rotations
 from spin_jax import smpl
+from spin_jax import smpl_io
 from spin_jax import smplify
 
 _KEYPOINTS = flags.DEFINE_string('keypoints', None, 'OpenPose BODY_25 .json or '
@@ -152,7 +153,7 @@ def main(argv):
   if not boxes:
     raise ValueError(f'--keypoints {_KEYPOINTS.value!r}: no person with at least '
                      f'{_MIN_KEYPOINTS} keypoints above {_THRESHOLD.value}.')
-  model = smpl.resolve_body_model(_BODY_MODEL.value)
+  model = smpl_io.resolve_body_model(_BODY_MODEL.value)
   prior = (priors.load_gmm_prior(_PRIOR.value) if _PRIOR.value
            else priors.default_pose_prior())
   p = len(boxes)

@@ -134,11 +134,11 @@ def render_grid(model, panel_height=320):
 def main(argv):
   del argv
   import cv2  # pylint: disable=g-import-not-at-top
-  from spin_jax import smpl  # pylint: disable=g-import-not-at-top
+  from spin_jax import smpl_io  # pylint: disable=g-import-not-at-top
   if FLAGS.panel_height < 32:
     raise app.UsageError(
         f'--panel_height must be >= 32, got {FLAGS.panel_height}')
-  model = smpl.resolve_body_model(FLAGS.model)
+  model = smpl_io.resolve_body_model(FLAGS.model)
   grid = render_grid(model, FLAGS.panel_height)
   out = FLAGS.out
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

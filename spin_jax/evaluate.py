@@ -658,7 +658,9 @@ def _synthetic_test_source(data_dir, config, size, body_model):
     # the data were rendered with the training body model.
     kwargs = synthetic.build_kwargs(
         config.data.synthetic_train_size, config.data.synthetic_test_size,
-        config.model.img_res, seed=config.seed, body_model=config.body_model)
+        config.model.img_res, seed=config.seed, body_model=config.body_model,
+        appearance=config.data.get('synthetic_appearance', 'clothes'),
+        pose_scale=config.data.get('synthetic_pose_scale', 1.0))
     return synthetic.data_source(data_dir, 'test', **kwargs)
   return synthetic.data_source(data_dir, 'test', build=False,
                                size=size or 'quickstart',

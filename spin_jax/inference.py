@@ -401,7 +401,7 @@ def load_model(path: str, *, step: int | None = None,
       the training config's body model, or 'default' for a converted
       checkpoint (SPIN's weights were trained for SMPL: pass its path).
   """
-  from spin_jax import smpl
+  from spin_jax import smpl_io
   if not os.path.isdir(path):
     raise FileNotFoundError(f'--checkpoint {path!r} is not a directory.')
   if os.path.isfile(os.path.join(path, 'conversion.json')):
@@ -409,7 +409,7 @@ def load_model(path: str, *, step: int | None = None,
     model = convert.load_converted_model(path)
     model.eval()
     spec = body_model or 'default'
-    return Loaded(model, smpl.resolve_body_model(spec), spec, 'converted',
+    return Loaded(model, smpl_io.resolve_body_model(spec), spec, 'converted',
                   None)
   from spin_jax import train
   try:
@@ -427,7 +427,7 @@ def load_model(path: str, *, step: int | None = None,
     data_dir = config.data.data_dir
   else:
     data_dir = os.path.join(workdir, 'data')  # train.py's default
-  return Loaded(model, smpl.resolve_body_model(spec), spec, 'workdir',
+  return Loaded(model, smpl_io.resolve_body_model(spec), spec, 'workdir',
                 data_dir, config, workdir)
 
 
@@ -438,8 +438,8 @@ def render_demo_image(height: int = 320, width: int = 240, seed: int = 0
   The embedded default body model in a walking pose, shaded, over a simple
   wall-and-floor background with a little noise: RGB uint8 (H, W, 3).
   """
-  from spin_jax import render, smpl
-  body = smpl.default_body_model('full')
+  from spin_jax import render, smpl, smpl_io
+  body = smpl_io.default_body_model('full')
   pose = np.zeros((1, 72), np.float32)
   pose[0, 0] = np.pi  # SMPL's y-up body -> OpenCV's y-down camera
   joint = {n: i for i, n in enumerate(constants.SMPL_JOINT_NAMES)}

@@ -46,6 +46,7 @@ from spin_jax import parallel
 from spin_jax import priors
 from spin_jax import rotations
 from spin_jax import smpl
+from spin_jax import smpl_io
 from spin_jax import smplify as smplify_lib
 
 
@@ -108,9 +109,28 @@ def split_model(model: nnx.Module):
   return nnx.split(model, nnx.Param, ...)
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  # SPIN: Adam, lr 5e-5, no weight decay, no schedule.
-  return optax.adam(config.learning_rate)
+def learning_rate_schedule(config: ml_collections.ConfigDict, num_steps: int):
+  """step -> learning rate. 'constant' (SPIN, the default) or 'cosine': linear
+  warmup over config.warmup_steps, then cosine decay to 0 at num_steps."""
+  kind = config.get('lr_schedule', 'constant')
+  lr = float(config.learning_rate)
+  if kind == 'constant':
+    return optax.constant_schedule(lr)
+  if kind == 'cosine':
+    warmup = int(config.get('warmup_steps', 0))
+    return optax.warmup_cosine_decay_schedule(
+        0.0, lr, warmup_steps=warmup, decay_steps=max(int(num_steps), warmup + 1))
+  raise ValueError(f'--config.lr_schedule={kind!r}: expected "constant" or "cosine".')
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   num_steps: int | None = None) -> optax.GradientTransformation:
+  # SPIN: Adam, lr 5e-5, no weight decay, no schedule (lr_schedule 'constant').
+  if config.get('lr_schedule', 'constant') == 'constant':
+    return optax.adam(config.learning_rate)
+  if num_steps is None:
+    raise ValueError('a learning-rate schedule needs the number of steps')
+  return optax.adam(learning_rate_schedule(config, num_steps))
 
 
 # ---------------------------------------------------------------- the step
@@ -366,7 +386,7 @@ def load_for_inference(path: str, step: int | None = None):
   """A trained regressor from a workdir (or its checkpoints folder).
 
   Returns (model: models.HMR in eval mode, config: ConfigDict). The body model
-  is `smpl.resolve_body_model(config.body_model)`.
+  is `smpl_io.resolve_body_model(config.body_model)`.
   """
   ckpt = ckpt_lib.Checkpointer(path, max_to_keep=None, read_only=True)
   config = ckpt.restore_config(step)
@@ -561,7 +581,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   lead = jax.process_index() == 0
 
   if body_model is None:
-    body_model = smpl.resolve_body_model(config.body_model)
+    body_model = smpl_io.resolve_body_model(config.body_model)
   if prior is None:
     prior = _load_prior(config)
   if train_data is None:
@@ -573,7 +593,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if config.init_checkpoint:
     from spin_jax import convert
     convert.load_pretrained(model, config.init_checkpoint)
-  tx = make_optimizer(config)
+  num_steps = (config.num_train_steps if config.num_train_steps > 0 else
+               config.num_epochs * train_data.steps_per_epoch)
+  tx = make_optimizer(config, num_steps)
+  lr_at = learning_rate_schedule(config, num_steps)
   table, fits_msg = init_fits_table(config, train_data.num_rows, train_data.layout)
   graphdef, state = create_train_state(config, model, table, tx)
   del model
@@ -591,8 +614,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   else:
     logging.info('Fits table: %d rows from %s.', train_data.num_rows, fits_msg)
 
-  num_steps = (config.num_train_steps if config.num_train_steps > 0 else
-               config.num_epochs * train_data.steps_per_epoch)
   step_fn = make_train_step(config, graphdef, tx, mesh)
   eval_fn = make_eval_fn(graphdef) if eval_data is not None else None
   # Overlays render on one host from its local batch: single-process runs only.
@@ -663,7 +684,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         dt = time.time() - window_t
         last['train/steps_per_s'] = window_steps / max(dt, 1e-9)
         last['train/images_per_s'] = last['train/steps_per_s'] * config.batch_size
-        last['train/learning_rate'] = float(config.learning_rate)
+        last['train/learning_rate'] = float(lr_at(step - 1))
         last['fits/table_mean_loss'] = float(_finite_mean(
             parallel.to_host(state.fits.loss)))
         window_t, window_steps = time.time(), 0
@@ -735,7 +756,9 @@ def data_sources(config, workdir: str, names, split: str):
     from spin_jax.datasets import synthetic
     kwargs = synthetic.build_kwargs(
         config.data.synthetic_train_size, config.data.synthetic_test_size,
-        config.model.img_res, seed=config.seed, body_model=config.body_model)
+        config.model.img_res, seed=config.seed, body_model=config.body_model,
+        appearance=config.data.get('synthetic_appearance', 'clothes'),
+        pose_scale=config.data.get('synthetic_pose_scale', 1.0))
     return synthetic.sources(data_dir, split, **kwargs)
   from spin_jax import datasets
   return [(n, datasets.data_source(n, data_dir)) for n in names]
@@ -754,7 +777,10 @@ def _make_train_data(config, workdir: str):
                      '"spin" or "uniform".')
   pipe = input_pipeline.InputPipeline(
       sources, batch_size=config.batch_size, weights=weights, seed=config.seed,
-      train=True, augment_config=augment.AugmentConfig(img_res=config.model.img_res),
+      train=True, augment_config=augment.AugmentConfig(
+          img_res=config.model.img_res,
+          flip_prob=float(config.data.get('flip_prob', 0.5)),
+          noise_factor=float(config.data.get('noise_factor', 0.4))),
       num_workers=config.data.num_workers, ignore_3d=config.data.ignore_3d)
   pipe.num_rows = pipe.num_fits_rows
   pipe.layout = [(n, pipe.dataset_offsets[n], s)

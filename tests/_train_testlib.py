@@ -114,6 +114,126 @@ def enable_compile_cache():
   return path
 
 
+def _reference_cache_key(cfg) -> str:
+  """Digest of everything the one-device reference run depends on.
+
+  The config, the code (spin_jax/, this file, the experiment configs), the
+  numerics libraries' versions and the XLA/JAX environment: a cached result
+  is never reused after any of them changes.
+  """
+  import hashlib
+  import importlib.metadata
+  h = hashlib.sha256(cfg.to_json_best_effort(sort_keys=True).encode())
+  roots = [os.path.join(REPO, 'spin_jax'),
+           os.path.join(REPO, 'experiments', 'configs')]
+  files = [os.path.abspath(__file__)]
+  for root in roots:
+    for d, subdirs, names in os.walk(root):
+      subdirs[:] = sorted(x for x in subdirs if x != '__pycache__')
+      files += [os.path.join(d, n) for n in sorted(names)
+                if not n.endswith('.pyc')]
+  for f in files:
+    h.update(os.path.relpath(f, REPO).encode() + b'\0')
+    with open(f, 'rb') as fh:
+      h.update(hashlib.sha256(fh.read()).digest())
+  for dist in ('jax', 'jaxlib', 'flax', 'optax', 'numpy'):
+    try:
+      h.update(f'{dist}={importlib.metadata.version(dist)};'.encode())
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  for k in sorted(os.environ):
+    if k.startswith(('JAX_', 'XLA_')):
+      h.update(f'{k}={os.environ[k]};'.encode())
+  return h.hexdigest()[:32]
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except OSError:  # exists, owned by someone else
+    return True
+  return True
+
+
+def one_device_reference(workdir: str, steps: int, meanwhile=None):
+  """(`final_arrays` of the tiny run on one device, `meanwhile()`).
+
+  test_multidevice and test_distributed both compare against this run; with
+  pytest-xdist they may run at the same time in different workers, so the
+  result is shared through a file keyed by `_reference_cache_key`. One worker
+  takes a lock file and trains; another finding the lock runs `meanwhile`
+  (its own multi-device run) first and then reads the file, or trains itself
+  if the lock's owner died without writing it. The file is written to a
+  temporary name and os.replace'd, so a reader never sees half a file.
+  """
+  import tempfile
+  import time
+  import uuid
+  import zipfile
+  from spin_jax import train
+  meanwhile = meanwhile or (lambda: None)
+  cfg, bm, prior = tiny_setup(num_train_steps=steps, checkpoint_every=0)
+  cache_dir = os.environ.get('SPIN_TEST_REFERENCE_CACHE') or os.path.join(
+      tempfile.gettempdir(), f'spin_jax_test_reference_cache_{os.getuid()}')
+  os.makedirs(cache_dir, exist_ok=True)
+  path = os.path.join(cache_dir, f'one_device_{_reference_cache_key(cfg)}.npz')
+  lock = path + '.lock'
+
+  def read():
+    try:
+      with np.load(path) as f:
+        return dict(f)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+      return None  # absent (or unreadable)
+
+  def try_lock():
+    try:
+      fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      return False
+    with os.fdopen(fd, 'w') as f:
+      f.write(str(os.getpid()))
+    return True
+
+  def lock_owner_alive():
+    try:
+      with open(lock) as f:
+        # Empty: the owner has not written its pid yet, so it is alive.
+        return _pid_alive(int(f.read().strip() or 0) or os.getpid())
+    except (OSError, ValueError):
+      return False
+
+  def compute():
+    train.train_and_evaluate(cfg, workdir, body_model=bm, prior=prior,
+                             train_data=make_data(cfg, bm))
+    out = final_arrays(workdir)
+    tmp = f'{path}.{os.getpid()}.{uuid.uuid4().hex}.tmp'
+    try:
+      with open(tmp, 'wb') as f:
+        np.savez(f, **out)
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+    return out
+
+  out = read()
+  if out is not None:
+    return out, meanwhile()
+  if not try_lock():
+    other = meanwhile()
+    while (out := read()) is None and os.path.exists(lock) and lock_owner_alive():
+      time.sleep(0.5)
+    return (out if out is not None else compute()), other
+  try:
+    out = compute()
+  finally:
+    os.remove(lock)
+  return out, meanwhile()
+
+
 def tiny_setup(**overrides):
   """(config, body_model, prior) for the tiny in-loop run."""
   cfg = load_config('tiny')

@@ -203,7 +203,8 @@ def test_posed_body_is_sane(low):
 def test_jax_forward_matches_numpy_lbs(low):
   jnp = pytest.importorskip('jax.numpy')
   smpl = pytest.importorskip('spin_jax.smpl')
-  model = smpl.load_body_model(LOW)
+  smpl_io = pytest.importorskip('spin_jax.smpl_io')
+  model = smpl_io.load_body_model(LOW)
   poses = _natural_poses()[:3]
   betas = np.tile(np.linspace(-1.5, 1.5, 10), (3, 1))
   out = smpl.forward(model, jnp.asarray(betas, jnp.float32),
@@ -309,8 +310,8 @@ def test_render_body_script(tmp_path):
   pytest.importorskip('cv2')
   sys.path.insert(0, os.path.join(ROOT, 'experiments'))
   import render_body  # pylint: disable=g-import-not-at-top
-  from spin_jax import smpl  # pylint: disable=g-import-not-at-top
-  grid = render_body.render_grid(smpl.load_body_model(LOW), panel_height=96)
+  from spin_jax import smpl_io  # pylint: disable=g-import-not-at-top
+  grid = render_body.render_grid(smpl_io.load_body_model(LOW), panel_height=96)
   assert grid.dtype == np.uint8 and grid.shape[0] == 3 * 96
   body = (grid < 250).any(-1)
   assert 0.05 < body.mean() < 0.6  # bodies drawn, not an empty/filled canvas

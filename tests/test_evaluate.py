@@ -5,6 +5,7 @@ import pytest
 from spin_jax import constants
 from spin_jax import evaluate
 from spin_jax import smpl
+from spin_jax import smpl_io
 
 
 def tiny_body_model(num_vertices: int = 40, seed: int = 0,
@@ -327,7 +328,7 @@ def test_default_model_h36m_regressor_matches_spins_joint_map():
   # The embedded model's H36M regressor must use the row order that SPIN's
   # regressor has (constants.H36M_TO_J17 is SPIN's map): its J17 joints then
   # sit near the model's own 24 GT joints mapped with J24_TO_J17.
-  body = smpl.default_body_model('low')
+  body = smpl_io.default_body_model('low')
   rng = np.random.default_rng(0)
   pose = np.zeros((2, 72), np.float32)
   pose[1, 3:] = rng.normal(scale=0.2, size=69)

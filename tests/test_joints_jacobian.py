@@ -7,6 +7,7 @@ import pytest
 import body_fixtures
 from spin_jax import joints_jacobian
 from spin_jax import smpl
+from spin_jax import smpl_io
 
 
 def _f64(model):
@@ -19,7 +20,7 @@ def _f64(model):
 def test_matches_autodiff(which):
   with jax.enable_x64(True):
     if which == 'default_low':
-      model = _f64(smpl.default_body_model('low', dtype=np.float64))
+      model = _f64(smpl_io.default_body_model('low', dtype=np.float64))
       assert not model.has_pose_correctives
     else:
       model = _f64(body_fixtures.random_body_model(num_vertices=300))

@@ -13,6 +13,7 @@ from flax import nnx
 from spin_jax import models
 from spin_jax import rotations
 from spin_jax import smpl
+from spin_jax import smpl_io
 from tests import body_fixtures
 
 _forward = nnx.jit(lambda model, x: model(x))
@@ -147,7 +148,7 @@ def test_default_mean_params_stand_upright_facing_the_camera():
   # Every 6D block is an exact rotation (round trip is the identity).
   np.testing.assert_allclose(rotations.matrix_to_rot6d(rot).reshape(-1),
                              mean['pose6d'], atol=1e-6)
-  body = smpl.default_body_model('low')
+  body = smpl_io.default_body_model('low')
   joints = jax.jit(smpl.forward)(body, jnp.asarray(mean['betas'])[None],
                                  rot[None, 1:], rot[None, :1]).smpl_joints[0]
   # Camera frame is y down: the head (15) is above (smaller y) the ankles

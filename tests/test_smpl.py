@@ -13,6 +13,7 @@ from scipy.spatial.transform import Rotation
 import body_fixtures
 from spin_jax import constants
 from spin_jax import smpl
+from spin_jax import smpl_io
 
 NV = 400  # small model: fast, yet enough vertices for every joint
 B = 5
@@ -79,7 +80,7 @@ def official(tmp_path_factory):
 @pytest.fixture(scope='module')
 def model32(official):
   path, arrays = official
-  return smpl.load_body_model(
+  return smpl_io.load_body_model(
       path, keypoint_vertex_ids=arrays['keypoint_vertex_ids'])
 
 
@@ -114,7 +115,7 @@ def test_parity_with_smplx_float64(official):
   verts, joints24, joints49 = _smplx_outputs(arrays, betas, body_rm, go_rm,
                                              transl, torch.float64)
   with jax.enable_x64(True):
-    model = smpl.load_body_model(
+    model = smpl_io.load_body_model(
         path, keypoint_vertex_ids=arrays['keypoint_vertex_ids'],
         dtype=np.float64)
     out = jax.jit(smpl.forward)(model, betas, body_rm, go_rm, transl)
@@ -202,7 +203,7 @@ def test_vmap_and_grad(official, model32):
       np.asarray(_joints_forward(model32, betas, body_pose, go)), atol=2e-6)
   betas, body_pose, go, transl = _random_inputs(4, np.float64)
   with jax.enable_x64(True):
-    model = smpl.load_body_model(
+    model = smpl_io.load_body_model(
         path, keypoint_vertex_ids=arrays['keypoint_vertex_ids'],
         dtype=np.float64)
     # Gradient w.r.t. pose, shape and orientation against central differences.
@@ -269,18 +270,18 @@ def test_pickle_loader_reads_official_layout(official, model32):
 def test_folder_names(official, model32, tmp_path, gender):
   path, arrays = official
   kp = arrays['keypoint_vertex_ids']
-  official_name = smpl._OFFICIAL_PKL_NAMES[gender][0]  # pylint: disable=protected-access
+  official_name = smpl_io._OFFICIAL_PKL_NAMES[gender][0]  # pylint: disable=protected-access
   short = f'SMPL_{gender.upper()}.pkl'
   for sub, name in (('long', official_name), ('short', short)):
     folder = tmp_path / sub
     os.makedirs(folder)
     shutil.copy(path, folder / name)
     body_fixtures.write_spin_regressors(folder, arrays)
-    m = smpl.load_body_model(folder, gender, keypoint_vertex_ids=kp)
+    m = smpl_io.load_body_model(folder, gender, keypoint_vertex_ids=kp)
     assert m.gender == gender
     _assert_same_model(m, model32)
   with pytest.raises(FileNotFoundError, match='SMPL_'):
-    smpl.load_body_model(tmp_path, 'male' if gender != 'male' else 'female')
+    smpl_io.load_body_model(tmp_path, 'male' if gender != 'male' else 'female')
 
 
 def test_npz_loaders(official, model32, tmp_path):
@@ -291,7 +292,7 @@ def test_npz_loaders(official, model32, tmp_path):
   smplx_npz['J_regressor'] = arrays['J_regressor'].toarray()
   smplx_npz['joint2num'] = np.array([{'pelvis': 0}], dtype=object)
   np.savez(tmp_path / 'SMPL_NEUTRAL.npz', **smplx_npz)
-  m = smpl.load_body_model(
+  m = smpl_io.load_body_model(
       tmp_path / 'SMPL_NEUTRAL.npz', extra_regressor=arrays['J_regressor_extra'],
       h36m_regressor=arrays['J_regressor_h36m'],
       keypoint_vertex_ids=arrays['keypoint_vertex_ids'])
@@ -309,11 +310,11 @@ def test_npz_loaders(official, model32, tmp_path):
               format_version=np.array('1'), source=np.array('test'),
               licence=np.array('CC0'))
   np.savez(tmp_path / 'ours.npz', **ours)
-  m2 = smpl.load_body_model(tmp_path / 'ours.npz')
+  m2 = smpl_io.load_body_model(tmp_path / 'ours.npz')
   np.testing.assert_allclose(np.asarray(m2.v_template),
                              np.asarray(model32.v_template))
   assert m2.keypoint_vertex_ids == model32.keypoint_vertex_ids
-  assert smpl.resolve_body_model(str(tmp_path / 'ours.npz')).num_vertices == NV
+  assert smpl_io.resolve_body_model(str(tmp_path / 'ours.npz')).num_vertices == NV
 
 
 def test_loader_errors(official, tmp_path):
@@ -324,23 +325,23 @@ def test_loader_errors(official, tmp_path):
   bad = tmp_path / 'SMPL_MALE.pkl'
   bad.write_bytes(data[:len(data) // 2])
   with pytest.raises(ValueError, match='SMPL_MALE.pkl.*truncated'):
-    smpl.load_body_model(bad, keypoint_vertex_ids=kp)
+    smpl_io.load_body_model(bad, keypoint_vertex_ids=kp)
   # Missing key / wrong shape in an npz.
   base = {k: (v.toarray() if hasattr(v, 'toarray') else v)
           for k, v in arrays.items()}
   base.pop('posedirs')
   np.savez(tmp_path / 'missing.npz', **base)
   with pytest.raises(KeyError, match=r"missing\.npz.*posedirs"):
-    smpl.load_body_model(tmp_path / 'missing.npz')
+    smpl_io.load_body_model(tmp_path / 'missing.npz')
   base['posedirs'] = np.zeros((NV, 3, 200))
   np.savez(tmp_path / 'shape.npz', **base)
   with pytest.raises(ValueError, match=r"shape\.npz.*'posedirs'.*\(400, 3, 207\)"):
-    smpl.load_body_model(tmp_path / 'shape.npz')
+    smpl_io.load_body_model(tmp_path / 'shape.npz')
   # Truncated npz.
   (tmp_path / 'cut.npz').write_bytes(
       (tmp_path / 'shape.npz').read_bytes()[:1000])
   with pytest.raises(ValueError, match=r'cut\.npz'):
-    smpl.load_body_model(tmp_path / 'cut.npz')
+    smpl_io.load_body_model(tmp_path / 'cut.npz')
   # A chumpy object without its array.
   odd = body_fixtures._Instance('chumpy.ch', 'Ch', {'_itr': None})  # pylint: disable=protected-access
   raw = dict(arrays, shapedirs=odd)
@@ -348,24 +349,24 @@ def test_loader_errors(official, tmp_path):
   body_fixtures._Py2Pickler(buf).dump(raw)  # pylint: disable=protected-access
   (tmp_path / 'odd.pkl').write_bytes(buf.getvalue())
   with pytest.raises(ValueError, match=r"odd\.pkl.*'shapedirs'.*chumpy"):
-    smpl.load_body_model(tmp_path / 'odd.pkl', keypoint_vertex_ids=kp)
+    smpl_io.load_body_model(tmp_path / 'odd.pkl', keypoint_vertex_ids=kp)
   # No keypoint ids for a non-SMPL topology.
   with pytest.raises(ValueError, match='keypoint_vertex_ids'):
-    smpl.load_body_model(path)
+    smpl_io.load_body_model(path)
   # No extra regressor anywhere.
   lone = tmp_path / 'lone'
   os.makedirs(lone / 'x')
   shutil.copy(path, lone / 'x' / 'm.pkl')
   with pytest.raises(FileNotFoundError, match='J_regressor_extra'):
-    smpl.load_body_model(lone / 'x' / 'm.pkl', keypoint_vertex_ids=kp)
+    smpl_io.load_body_model(lone / 'x' / 'm.pkl', keypoint_vertex_ids=kp)
 
 
 def test_default_body_model_missing_asset(monkeypatch, tmp_path):
-  monkeypatch.setattr(smpl, 'ASSETS_DIR', str(tmp_path))
+  monkeypatch.setattr(smpl_io, 'ASSETS_DIR', str(tmp_path))
   with pytest.raises(FileNotFoundError, match='build_body_model.py'):
-    smpl.default_body_model('low')
+    smpl_io.default_body_model('low')
   with pytest.raises(ValueError, match='resolution'):
-    smpl.default_body_model('medium')
+    smpl_io.default_body_model('medium')
 
 
 def test_random_body_model_fixture():

@@ -11,8 +11,8 @@ BODY = 'default-low'  # same skeleton as 'default', 10x fewer faces: fast tests
 
 @pytest.fixture(scope='module')
 def model():
-  from spin_jax import smpl
-  return smpl.resolve_body_model(BODY)
+  from spin_jax import smpl_io
+  return smpl_io.resolve_body_model(BODY)
 
 
 def _cfg(**kw):
@@ -142,3 +142,78 @@ def test_build_kwargs_name_one_dataset():
   cfg = synthetic.make_config(**kw)
   assert (cfg.num_train_3d, cfg.num_train_2d, cfg.num_test, cfg.image_size, cfg.seed) == (40, 60, 20, 96, 3)
   assert cfg.name == 'n40_60_20_px96_seed3_default-low'
+
+
+def _render_bones(model, appearance, seed, size=192):
+  """A frontal rest-pose person rendered by the dataset's worker: (RGB image
+  float, (H, W) SMPL bone of each body pixel or -1)."""
+  from spin_jax import render, smpl
+  betas = np.zeros((1, model.num_betas), np.float32)
+  out = smpl.forward(model, betas, np.zeros((1, 69), np.float32),
+                     np.array([[np.pi, 0, 0]], np.float32))  # y-up body -> camera frame
+  verts = np.asarray(out.vertices[0], np.float64)
+  rng = np.random.default_rng(seed)
+  focal, center, transl = synthetic._place(rng, verts.min(0)[None], verts.max(0)[None], size)
+  faces = np.asarray(model.faces, np.int32)
+  bones = synthetic.face_bones(model)
+  synthetic._init_worker(faces, synthetic._face_parts(model), bones)
+  jpeg = synthetic._render_job((verts, transl[0], float(focal[0]), center, size, seed, 1,
+                                appearance))
+  img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] / 255.0
+  frags = render.rasterize(verts + transl[0], faces, float(focal[0]), center, (size, size))
+  bone_img = np.where(frags.mask, bones[np.maximum(frags.face_index, 0)].astype(int), -1)
+  return img, bone_img
+
+
+def _chroma(img, bone_img, bone):
+  """Mean chromaticity (r, g, b) / (r + g + b) over a bone's interior pixels
+  (invariant to the Lambertian shading, away from JPEG chroma bleeding)."""
+  m = cv2.erode((bone_img == bone).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+  assert m.sum() >= 10, f'bone {bone}: {m.sum()} interior pixels'
+  px = img[m]
+  return (px / px.sum(1, keepdims=True).clip(1e-3)).mean(0)
+
+
+def test_part_appearance_tells_left_from_right(model):
+  # SMPL joints: 1/2 hips (thighs), 4/5 knees (shins), 16/17 shoulders (upper
+  # arms), 18/19 elbows (forearms): left/right pairs.
+  pairs = ((1, 2), (4, 5), (16, 17), (18, 19))
+  with pytest.raises(ValueError, match='appearance'):
+    synthetic.make_config('tiny', appearance='zebra')
+  assert synthetic.make_config('tiny', appearance='parts').name.endswith('_parts')
+  assert synthetic.PART_PALETTE.shape == (24, 3)
+  img, bone_img = _render_bones(model, 'parts', seed=3)
+  img2, bone_img2 = _render_bones(model, 'parts', seed=11)  # other scene / light
+  for left, right in pairs:
+    cl, cr = _chroma(img, bone_img, left), _chroma(img, bone_img, right)
+    assert np.abs(cl - cr).max() > 0.15, (left, right, cl, cr)
+    # The colour is fixed per bone: the same in another scene.
+    np.testing.assert_allclose(_chroma(img2, bone_img2, left), cl, atol=0.05)
+  # The default clothing colours are left/right symmetric (the ambiguity
+  # 'parts' removes).
+  img, bone_img = _render_bones(model, 'clothes', seed=3)
+  for left, right in pairs:
+    np.testing.assert_allclose(_chroma(img, bone_img, left), _chroma(img, bone_img, right),
+                               atol=0.04)
+
+
+def test_pose_scale_narrows_the_pose_distribution():
+  full, _ = synthetic.sample_bodies(np.random.default_rng(4), 500)
+  half, _ = synthetic.sample_bodies(np.random.default_rng(4), 500, pose_scale=0.5)
+  np.testing.assert_allclose(half[:, :3], full[:, :3], atol=1e-6)  # orientation kept
+  gmm = synthetic._gmm_prior()
+  if gmm is None:  # simple sampler: deviations from its mean pose halved
+    mean = synthetic.mean_body_pose()
+    np.testing.assert_allclose(half[:, 3:] - mean, 0.5 * (full[:, 3:] - mean), atol=1e-5)
+  else:  # same draws, deviations from each sample's mixture mean halved
+    means = gmm[0]
+    k = np.argmin(np.abs(2 * half[:, None, 3:] - full[:, None, 3:] - means[None]).sum(-1), 1)
+    np.testing.assert_allclose(half[:, 3:] - means[k], 0.5 * (full[:, 3:] - means[k]),
+                               atol=1e-5)
+    # The spread around the prior's modes shrinks accordingly.
+    assert 0.45 < np.std(half[:, 3:] - means[k]) / np.std(full[:, 3:] - means[k]) < 0.55
+  kw = synthetic.build_kwargs(100, 20, 64, body_model=BODY, appearance='parts',
+                              pose_scale=0.5)
+  assert synthetic.make_config(**kw).name == 'n40_60_20_px96_seed0_default-low_parts_ps0.5'
+  with pytest.raises(ValueError, match='pose_scale'):
+    synthetic.make_config('tiny', pose_scale=1.5)

@@ -100,3 +100,24 @@ def test_eval_and_overlays_are_logged(tmp_path):
   assert 0 < out['eval/pa_mpjpe'] <= out['eval/mpjpe']
   logs = os.listdir(os.path.join(wd, 'tensorboard'))
   assert logs and os.path.getsize(os.path.join(wd, 'tensorboard', logs[0])) > 10_000
+
+
+def test_learning_rate_schedules():
+  from experiments.configs import default as default_config
+  cfg = default_config.get_config()
+  cfg.learning_rate = 1e-3
+  const = train.learning_rate_schedule(cfg, 100)  # SPIN: constant
+  assert float(const(0)) == float(const(99)) == pytest.approx(1e-3)
+  cfg.lr_schedule, cfg.warmup_steps = 'cosine', 10
+  lr = train.learning_rate_schedule(cfg, 100)
+  assert float(lr(0)) == 0 and float(lr(5)) == pytest.approx(5e-4)
+  assert float(lr(10)) == pytest.approx(1e-3)
+  assert float(lr(55)) == pytest.approx(5e-4, rel=1e-3) and float(lr(100)) == pytest.approx(0)
+  # The optimiser follows the schedule: the first (warmup) update is zero.
+  tx = train.make_optimizer(cfg, 100)
+  params = {'w': jnp.ones(3)}
+  updates, _ = tx.update({'w': jnp.ones(3)}, tx.init(params), params)
+  np.testing.assert_array_equal(updates['w'], 0)
+  cfg.lr_schedule = 'step'
+  with pytest.raises(ValueError, match='lr_schedule'):
+    train.make_optimizer(cfg, 100)

@@ -2,7 +2,8 @@ r"""Regressor throughput: our NNX HMR against the same network in PyTorch.
 
   python experiments/benchmarks/regressor.py --json /tmp/regressor.json
 
-Both networks hold the same weights (a random PyTorch HMR converted with
+Both networks hold the same weights (a random PyTorch HMR, the reference in
+tests/torch_reference.py shared with tests/test_convert.py, converted with
 spin_jax.convert); the benchmark first checks that their eval outputs agree.
 Then, on the same CPU in the same process, interleaving the two so both see
 the same load:
@@ -83,91 +84,18 @@ def _set_xla_flags() -> str:
 
 
 def _torch_hmr(backbone: str, mean: dict):
-  """SPIN's HMR in plain PyTorch (torchvision ResNet names, IEF, 6D)."""
-  import torch
+  """SPIN's HMR in plain PyTorch (tests/torch_reference.py), small IEF heads."""
   from torch import nn
-  import torch.nn.functional as F
   from spin_jax import models
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..',
+                                  'tests'))
+  import torch_reference  # pylint: disable=import-outside-toplevel
 
   depths, bottleneck = models.RESNET_LAYOUTS[backbone]
-  expansion = 4 if bottleneck else 1
-
-  class Block(nn.Module):
-
-    def __init__(self, cin, width, stride):
-      super().__init__()
-      cout = width * expansion
-      if bottleneck:
-        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(cout)
-      else:
-        self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
-        self.conv2 = nn.Conv2d(width, cout, 3, 1, 1, bias=False)
-      self.bn1 = nn.BatchNorm2d(width)
-      self.bn2 = nn.BatchNorm2d(width if bottleneck else cout)
-      self.downsample = None
-      if stride != 1 or cin != cout:
-        self.downsample = nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-      y = F.relu(self.bn1(self.conv1(x)))
-      y = self.bn2(self.conv2(y))
-      if bottleneck:
-        y = self.bn3(self.conv3(F.relu(y)))
-      skip = x if self.downsample is None else self.downsample(x)
-      return F.relu(y + skip)
-
-  class HMR(nn.Module):
-
-    def __init__(self):
-      super().__init__()
-      self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-      self.bn1 = nn.BatchNorm2d(64)
-      cin = 64
-      for s, (depth, width) in enumerate(zip(depths, (64, 128, 256, 512))):
-        blocks = []
-        for i in range(depth):
-          blocks.append(Block(cin, width, 2 if (i == 0 and s) else 1))
-          cin = width * expansion
-        setattr(self, f'layer{s + 1}', nn.Sequential(*blocks))
-      self.fc1 = nn.Linear(cin + 157, 1024)
-      self.drop1 = nn.Dropout()
-      self.fc2 = nn.Linear(1024, 1024)
-      self.drop2 = nn.Dropout()
-      self.decpose = nn.Linear(1024, 144)
-      self.decshape = nn.Linear(1024, 10)
-      self.deccam = nn.Linear(1024, 3)
-      for head in (self.decpose, self.decshape, self.deccam):
-        nn.init.xavier_uniform_(head.weight, gain=0.01)
-      self.register_buffer('init_pose', torch.tensor(mean['pose6d'])[None])
-      self.register_buffer('init_shape', torch.tensor(mean['betas'])[None])
-      self.register_buffer('init_cam', torch.tensor(mean['cam'])[None])
-
-    def forward(self, x):
-      x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
-      x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-      xf = x.mean(dim=(2, 3))
-      b = x.shape[0]
-      pose = self.init_pose.expand(b, -1)
-      shape = self.init_shape.expand(b, -1)
-      cam = self.init_cam.expand(b, -1)
-      for _ in range(3):
-        xc = torch.cat([xf, pose, shape, cam], 1)
-        xc = self.drop2(self.fc2(self.drop1(self.fc1(xc))))
-        pose = self.decpose(xc) + pose
-        shape = self.decshape(xc) + shape
-        cam = self.deccam(xc) + cam
-      a = pose.reshape(-1, 3, 2)
-      b1 = F.normalize(a[:, :, 0], dim=1)
-      b2 = F.normalize(
-          a[:, :, 1] - (b1 * a[:, :, 1]).sum(1, keepdim=True) * b1, dim=1)
-      rotmat = torch.stack([b1, b2, torch.cross(b1, b2, dim=1)], -1)
-      return rotmat.view(b, 24, 3, 3), shape, cam
-
-  return HMR()
+  net = torch_reference.TorchHMR(depths, bottleneck, mean)
+  for head in (net.decpose, net.decshape, net.deccam):
+    nn.init.xavier_uniform_(head.weight, gain=0.01)
+  return net
 
 
 def _median_rate(times, batch):

@@ -40,7 +40,7 @@ _MODEL = flags.DEFINE_string(
     'model', 'random', "'random': a random SMPL-sized model (6890 vertices, "
     "with pose correctives: the workload of SMPL itself); 'default': the "
     "shipped default model (12k vertices, no pose correctives, which our "
-    "forward skips); or a path for spin_jax.smpl.load_body_model.")
+    "forward skips); or a path for spin_jax.smpl_io.load_body_model.")
 _GRAD_BATCH = 64
 
 
@@ -89,22 +89,23 @@ def _random_smpl_arrays(nv=6890, seed=0):
 def _load_arrays():
   """(numpy arrays in SMPL layout, description of the model)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from spin_jax import smpl  # pylint: disable=g-import-not-at-top
+  from spin_jax import constants  # pylint: disable=g-import-not-at-top
+  from spin_jax import smpl_io  # pylint: disable=g-import-not-at-top
   if _MODEL.value == 'random':
     return _random_smpl_arrays(), 'random 6890-vertex model'
   path = _MODEL.value
   if path == 'default':
-    path = os.path.join(smpl.ASSETS_DIR, smpl.DEFAULT_MODEL_FILES['full'])
+    path = os.path.join(smpl_io.ASSETS_DIR, smpl_io.DEFAULT_MODEL_FILES['full'])
     if not os.path.isfile(path):
       return _random_smpl_arrays(), ('random 6890-vertex model (default model '
                                      'not built)')
   # Raw SMPL-layout arrays (our npz carries the regressors and keypoint ids).
-  load = smpl._load_npz if path.endswith('.npz') else smpl._load_pickle  # pylint: disable=protected-access
+  load = smpl_io._load_npz if path.endswith('.npz') else smpl_io._load_pickle  # pylint: disable=protected-access
   arrays = load(path)
   nv = arrays['v_template'].shape[0]
   if 'keypoint_vertex_ids' not in arrays:
     arrays['keypoint_vertex_ids'] = np.asarray(
-        smpl.constants.SMPL_KEYPOINT_VERTEX_IDS)
+        constants.SMPL_KEYPOINT_VERTEX_IDS)
   for key in ('J_regressor_extra', 'J_regressor_h36m'):
     arrays.setdefault(key, _random_smpl_arrays(nv)[key])
   return arrays, f'{path} ({nv} vertices)'

@@ -27,6 +27,7 @@ from spin_jax import camera
 from spin_jax import constants
 from spin_jax import priors
 from spin_jax import smpl
+from spin_jax import smpl_io
 from spin_jax import smplify
 
 _BATCH = flags.DEFINE_integer('batch', 64, 'People per batch.')
@@ -105,7 +106,7 @@ def main(argv):
     model, model_name = random_smpl(), 'random-smpl-6890'
   else:
     try:
-      model = smpl.resolve_body_model(_BODY_MODEL.value)
+      model = smpl_io.resolve_body_model(_BODY_MODEL.value)
       model_name = _BODY_MODEL.value
     except FileNotFoundError as e:
       model, model_name = random_smpl(), 'random-smpl-6890'

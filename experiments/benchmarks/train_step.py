@@ -7,7 +7,7 @@ Runs, in one process on the same batch, the paper's architecture (ResNet-50,
   plain     the regressor step with the stored fits as targets (no SMPLify,
             i.e. SPIN without --run_smplify: table lookup, LSQ camera, loss)
   faithful  the in-loop step with SPIN's SMPLify (Adam, 100 + 100 iterations)
-  fast      the in-loop step with the least-squares SMPLify (LM, 8 + 12)
+  fast      the in-loop step with the least-squares SMPLify (LM, 5 + 4)
 Prints steps/s of each (after compilation) and, last, one JSON line with
 plain_steps_per_s, inloop_faithful_steps_per_s, inloop_fast_steps_per_s.
 """
@@ -64,12 +64,12 @@ def main(argv):
   del argv
   import jax
   import numpy as np
-  from spin_jax import parallel, smpl, train
+  from spin_jax import parallel, smpl_io, train
   sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
   from configs import default
   on_cpu = jax.default_backend() == 'cpu'
   b = _BATCH.value or (16 if on_cpu else 64)
-  body_model = smpl.resolve_body_model(_BODY.value)
+  body_model = smpl_io.resolve_body_model(_BODY.value)
   mesh = parallel.make_mesh()
   results = {}
   for name, run, mode in (('plain', False, 'faithful'),

@@ -43,11 +43,12 @@ def get_config(mode: str = '') -> ml_collections.ConfigDict:
   # 'clothes' (random skin / clothing colours) or 'parts' (a fixed colour per
   # skinning bone: the easy quickstart setting, spin_jax/datasets/synthetic.py).
   c.data.synthetic_appearance = 'clothes'
-  # < 1 narrows the synthetic pose distribution around the mean pose (easy).
+  # < 1 narrows the synthetic poses around the pose prior's 8 modes (easy).
   c.data.synthetic_pose_scale = 1.0
   c.data.eval_split = 'synthetic_test'
   c.data.eval_size = 256          # samples of the validation split per evaluation
-  # Training augmentation (SPIN: flip 0.5, per-channel pixel noise U[0.6, 1.4]).
+  # Training augmentation (SPIN: flip 0.5, per-channel pixel noise U[0.6, 1.4];
+  # the quickstart's 'parts' images train without flips, spin_jax/datasets/synthetic.py).
   c.data.flip_prob = 0.5
   c.data.noise_factor = 0.4
 

@@ -116,10 +116,10 @@ if CHECKPOINT:
   loaded = inference.load_model(CHECKPOINT)
   model, body_model = loaded.model, loaded.body_model
 elif SMALL:
-  from spin_jax import models, smpl
+  from spin_jax import models, smpl_io
   config = quickstart_config(small=True)
   model = models.create_model(models.ModelConfig.create(config.model))
-  body_model = smpl.resolve_body_model(config.body_model)
+  body_model = smpl_io.resolve_body_model(config.body_model)
 else:
   from spin_jax import train
   metrics = train.train_and_evaluate(quickstart_config(small=False), WORKDIR)
@@ -154,9 +154,9 @@ SMPLIFY = nb([
     '''\
 import jax, jax.numpy as jnp, numpy as np
 import matplotlib.pyplot as plt
-from spin_jax import camera, constants, evaluate, models, priors, rotations, smpl, smplify
+from spin_jax import camera, constants, evaluate, models, priors, rotations, smpl, smpl_io, smplify
 
-body = smpl.default_body_model('low' if SMALL else 'full')
+body = smpl_io.default_body_model('low' if SMALL else 'full')
 prior = priors.default_pose_prior()
 # Ground truth: a person as the synthetic dataset samples them (pose from the
 # GMM pose prior, mostly frontal, betas ~ N(0, 1)), 2f/(224 * 0.9) metres away.

@@ -19,6 +19,20 @@ Scene sampling (per example, seeded by (seed, split, example index)):
   from a random frontal direction, background = colour gradient, smooth noise or
   random patches (+ pixel noise), JPEG.
 
+Easy settings (for the CPU quickstart; every preset of SIZES keeps the
+defaults, and the config name records any change):
+- appearance='parts': every face takes the fixed colour of its dominant
+  skinning bone (PART_PALETTE, 24 colours; left and right limbs differ), with
+  a random brightness and the same lighting. The default clothing is left/right
+  symmetric, so a small network trained briefly cannot tell left from right (or
+  front from back) limbs; with fixed bone colours it can. Flipping such images
+  in training swaps which side carries which colour: train without flips
+  (--config.data.flip_prob=0) and with little colour noise.
+- pose_scale < 1: each GMM sample's deviation from its mixture component's
+  mean is multiplied by pose_scale (poses gather around the prior's 8 modes;
+  the simple sampler scales around its mean pose). The mean-pose baseline
+  error drops with it.
+
 Splits (mimicking SPIN's mix):
 - 'train_3d': full labels (has_smpl = 1, has_pose_3d = 1), like H36M / 3DHP;
 - 'train_2d': in-the-wild style: has_smpl = 0, has_pose_3d = 0 (pose, shape and S
@@ -81,6 +95,7 @@ SIZES = {
     'large': dict(num_train_3d=40000, num_train_2d=60000, num_test=5000,
                   image_size=256),
 }
+APPEARANCES = ('clothes', 'parts')
 _SPLIT_IDS = {s: k for k, s in enumerate(SPLITS)}
 _CHUNK = 64  # examples per body-model forward pass / per pool task batch
 
@@ -94,6 +109,10 @@ class SyntheticConfig:
   seed: int = 0
   body_model: str = 'default'   # 'default', 'default-low' or a model path
   supersample: int = 1          # anti-aliasing factor of the renderer
+  # 'clothes': skin / shirt / trousers in random colours (the default);
+  # 'parts': a fixed colour per skinning bone (PART_PALETTE), see the docstring.
+  appearance: str = 'clothes'
+  pose_scale: float = 1.0       # pose spread around the prior's modes (1 = the prior)
 
   @property
   def name(self) -> str:
@@ -101,7 +120,9 @@ class SyntheticConfig:
         'bm' + hashlib.sha1(os.path.abspath(self.body_model).encode()).hexdigest()[:8])
     return (f'n{self.num_train_3d}_{self.num_train_2d}_{self.num_test}'
             f'_px{self.image_size}_seed{self.seed}_{bm}'
-            + (f'_ss{self.supersample}' if self.supersample != 1 else ''))
+            + (f'_ss{self.supersample}' if self.supersample != 1 else '')
+            + (f'_{self.appearance}' if self.appearance != 'clothes' else '')
+            + (f'_ps{self.pose_scale:g}' if self.pose_scale != 1.0 else ''))
 
   def num_examples(self, split: str) -> int:
     return dict(train_3d=self.num_train_3d, train_2d=self.num_train_2d,
@@ -123,6 +144,10 @@ def make_config(size: str | None = None, **overrides) -> SyntheticConfig:
                        f'{cfg.num_examples(split)}')
   if cfg.image_size < 32:
     raise ValueError(f'image_size must be >= 32, got {cfg.image_size}')
+  if not 0.0 <= cfg.pose_scale <= 1.0:
+    raise ValueError(f'pose_scale must lie in [0, 1], got {cfg.pose_scale}')
+  if cfg.appearance not in APPEARANCES:
+    raise ValueError(f'appearance {cfg.appearance!r}: expected one of {APPEARANCES}')
   return cfg
 
 
@@ -184,22 +209,49 @@ def _gmm_prior():
   return means, chol, weights / weights.sum()
 
 
-def gmm_pose_sampler(rng: np.random.Generator, n: int) -> np.ndarray | None:
-  """(n, 69) samples of the default GMM pose prior, or None without the asset."""
+def gmm_pose_sampler(rng: np.random.Generator, n: int, scale: float = 1.0
+                     ) -> np.ndarray | None:
+  """(n, 69) samples of the default GMM pose prior, or None without the asset.
+
+  scale multiplies each sample's deviation from its mixture component's mean
+  (the components' covariances by scale**2): < 1 concentrates the poses around
+  the prior's 8 modes, 1 samples the prior itself.
+  """
   gmm = _gmm_prior()
   if gmm is None:
     return None
   means, chol, weights = gmm
   k = rng.choice(len(weights), size=n, p=weights)
   z = rng.standard_normal((n, means.shape[1]))
-  return means[k] + np.einsum('nij,nj->ni', chol[k], z)
+  return means[k] + float(scale) * np.einsum('nij,nj->ni', chol[k], z)
 
 
-def sample_bodies(rng: np.random.Generator, n: int, num_betas: int = 10):
-  """SMPL parameters of n people in the camera frame: (pose (n, 72), betas)."""
-  body_pose = gmm_pose_sampler(rng, n)
+@functools.lru_cache(maxsize=1)
+def mean_body_pose() -> np.ndarray:
+  """(69,) the pose samplers' mean body pose: the GMM's weighted mean (equal
+  to the regressor's shipped mean pose), else the simple sampler's mean."""
+  gmm = _gmm_prior()
+  if gmm is None:
+    return simple_pose_sampler(np.random.default_rng(0), 20000).mean(0)
+  means, _, weights = gmm
+  return weights @ means
+
+
+def sample_bodies(rng: np.random.Generator, n: int, num_betas: int = 10,
+                  pose_scale: float = 1.0):
+  """SMPL parameters of n people in the camera frame: (pose (n, 72), betas).
+
+  pose_scale: < 1 gives an easier pose distribution (1 = the prior itself):
+  the GMM sampler's deviations from each sample's mixture mean (so the poses
+  gather around the prior's 8 modes), or the simple sampler's deviations from
+  its mean pose, are multiplied by it.
+  """
+  body_pose = gmm_pose_sampler(rng, n, pose_scale)
   if body_pose is None:
     body_pose = simple_pose_sampler(rng, n)
+    if pose_scale != 1.0:
+      anchor = mean_body_pose()
+      body_pose = anchor + float(pose_scale) * (body_pose - anchor)
   frontal = rng.uniform(size=n) < 0.7
   yaw = np.where(frontal, rng.normal(0, np.deg2rad(45), n),
                  rng.uniform(-np.pi, np.pi, n))
@@ -218,9 +270,29 @@ _SKIN = np.array([[255, 224, 196], [234, 192, 160], [198, 146, 110],
 _WORKER: dict = {}
 
 
-def _init_worker(faces, face_parts):
+def _part_palette() -> np.ndarray:
+  """(24, 3) RGB in [0, 1]: one fixed colour per SMPL skinning bone.
+
+  Hues step by the golden ratio over the joint index, so every left/right pair
+  (consecutive SMPL indices: hips 1/2, knees 4/5, ... hands 22/23) is 137 deg
+  of hue apart and parent / child bones of a limb differ too; saturation and
+  value alternate to separate bones whose hues come close.
+  """
+  j = np.arange(24)
+  hue = (j * 0.6180339887) % 1.0
+  sat = np.where(j % 3 == 0, 0.55, 0.85)
+  val = np.where(j % 2 == 0, 0.95, 0.75)
+  hsv = np.stack([hue * 180, sat * 255, val * 255], -1).astype(np.uint8)[None]
+  return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0].astype(np.float64) / 255.0
+
+
+PART_PALETTE = _part_palette()
+
+
+def _init_worker(faces, face_parts, face_bones=None):
   _WORKER['faces'] = faces
   _WORKER['face_parts'] = face_parts
+  _WORKER['face_bones'] = face_bones
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -254,8 +326,9 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _render_job(job) -> bytes:
-  """(vertices (V,3), translation, focal, center, size, seed, supersample) -> JPEG."""
-  vertices, transl, focal, center, size, seed, supersample = job
+  """(vertices (V,3), translation, focal, center, size, seed, supersample,
+  appearance) -> JPEG."""
+  vertices, transl, focal, center, size, seed, supersample, appearance = job
   vertices = vertices.astype(np.float64) + transl
   faces, face_parts = _WORKER['faces'], _WORKER['face_parts']
   rng = np.random.default_rng(seed)
@@ -266,10 +339,13 @@ def _render_job(job) -> bytes:
   part_colors = np.stack([skin, skin, shirt, shirt, shirt, trousers, trousers])
   if rng.uniform() < 0.5:  # short sleeves: bare arms
     part_colors[[render.LEFT_ARM, render.RIGHT_ARM]] = skin
+  face_colors = part_colors[face_parts]
+  if appearance == 'parts':  # fixed bone colours, brightness jitter only
+    face_colors = PART_PALETTE[_WORKER['face_bones']] * rng.uniform(0.85, 1.1)
   light = np.array([rng.normal(0, 0.5), rng.normal(-0.3, 0.4), -1.0])
   img = render.render_mesh(
       vertices, faces, focal, center, (h, w), bg,
-      face_colors=np.clip(part_colors[face_parts], 0, 1),
+      face_colors=np.clip(face_colors, 0, 1),
       ambient=float(rng.uniform(0.25, 0.5)), diffuse=float(rng.uniform(0.5, 0.8)),
       light_dir=light, supersample=supersample, smooth=False)
   ok, buf = cv2.imencode('.jpg', img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY,
@@ -281,8 +357,8 @@ def _render_job(job) -> bytes:
 
 # ------------------------------------------------------------ examples
 def _load_body_model(spec):
-  from spin_jax import smpl  # pylint: disable=g-import-not-at-top
-  return smpl.resolve_body_model(spec) if isinstance(spec, str) else spec
+  from spin_jax import smpl_io  # pylint: disable=g-import-not-at-top
+  return smpl_io.resolve_body_model(spec) if isinstance(spec, str) else spec
 
 
 @functools.lru_cache(maxsize=1)
@@ -324,7 +400,7 @@ def _project(points, focal, center):
 def _examples_for_chunk(split, cfg, start, n, model, fwd, mean_fit):
   """Scene parameters, labels and render jobs of examples start .. start+n-1."""
   rng = np.random.default_rng([cfg.seed, _SPLIT_IDS[split], start])
-  pose, betas = sample_bodies(rng, n, model.num_betas)
+  pose, betas = sample_bodies(rng, n, model.num_betas, cfg.pose_scale)
   pad = _CHUNK - n  # one compiled batch shape for every chunk
   verts, joints, lo, hi = (np.asarray(a)[:n] for a in fwd(
       model, np.pad(pose, ((0, pad), (0, 0))), np.pad(betas, ((0, pad), (0, 0)))))
@@ -366,7 +442,7 @@ def _examples_for_chunk(split, cfg, start, n, model, fwd, mean_fit):
     examples.append(ex)
     seed = int(rng.integers(2**63))
     jobs.append((verts[k], transl[k], float(focal[k]), center, size, seed,
-                 cfg.supersample))
+                 cfg.supersample, cfg.appearance))
   return examples, jobs
 
 
@@ -375,23 +451,30 @@ def _face_parts(model) -> np.ndarray:
   return render.face_part_labels(model.faces, vparts)
 
 
+def face_bones(model) -> np.ndarray:
+  """(F,) SMPL joint 0..23 of each face: its vertices' dominant skinning bone."""
+  vbones = np.argmax(np.asarray(model.lbs_weights), axis=1).astype(np.uint8)
+  return render.face_part_labels(model.faces, vbones)
+
+
 class RenderPool:
   """Rendering processes (spawned: no fork after JAX) for one body model."""
 
   def __init__(self, model, num_workers: int | None = None):
     self.faces = np.asarray(model.faces, np.int32)
     self.face_parts = _face_parts(model)
+    self.face_bones = face_bones(model)
     self.num_workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
     self._pool = None
     if self.num_workers > 0:
       ctx = multiprocessing.get_context('spawn')
       self._pool = ctx.Pool(self.num_workers, initializer=_init_worker,
-                            initargs=(self.faces, self.face_parts))
+                            initargs=(self.faces, self.face_parts, self.face_bones))
 
   def submit(self, jobs):
     """Starts rendering; returns something `collect` turns into JPEG bytes."""
     if self._pool is None:
-      _init_worker(self.faces, self.face_parts)
+      _init_worker(self.faces, self.face_parts, self.face_bones)
       return [_render_job(j) for j in jobs]
     return self._pool.map_async(
         _render_job, jobs, chunksize=max(1, len(jobs) // (2 * self.num_workers)))
@@ -525,7 +608,8 @@ def _builder_class():
 
 
 def build_kwargs(train_size: int, test_size: int, img_res: int, seed: int = 0,
-                 body_model: str = 'default') -> dict:
+                 body_model: str = 'default', appearance: str = 'clothes',
+                 pose_scale: float = 1.0) -> dict:
   """The build settings a training config implies (one canonical mapping).
 
   40 % of `train_size` get full 3D labels, the rest 2D only (SPIN's
@@ -535,7 +619,8 @@ def build_kwargs(train_size: int, test_size: int, img_res: int, seed: int = 0,
   n3d = int(0.4 * int(train_size))
   return dict(size=None, num_train_3d=n3d, num_train_2d=int(train_size) - n3d,
               num_test=int(test_size), image_size=max(96, int(img_res)),
-              seed=int(seed), body_model=body_model)
+              seed=int(seed), body_model=body_model, appearance=appearance,
+              pose_scale=float(pose_scale))
 
 
 def dataset_dir(data_dir: str, cfg: SyntheticConfig) -> str:
@@ -547,6 +632,7 @@ def build_synthetic(data_dir: str, num_train_3d: int | None = None,
                     image_size: int | None = None, seed: int | None = None,
                     body_model: Any = None, *, size: str | None = 'quickstart',
                     num_workers: int | None = None, supersample: int | None = None,
+                    appearance: str | None = None, pose_scale: float | None = None,
                     progress: bool = True) -> str:
   """Builds (or finds) the synthetic TFDS dataset; returns its directory.
 
@@ -563,7 +649,8 @@ def build_synthetic(data_dir: str, num_train_3d: int | None = None,
       getattr(body_model, 'name', None) or 'custom')
   cfg = make_config(size, num_train_3d=num_train_3d, num_train_2d=num_train_2d,
                     num_test=num_test, image_size=image_size, seed=seed,
-                    body_model=spec, supersample=supersample)
+                    body_model=spec, supersample=supersample,
+                    appearance=appearance, pose_scale=pose_scale)
   path = dataset_dir(data_dir, cfg)
   if os.path.isfile(os.path.join(path, 'dataset_info.json')):
     return path
@@ -598,7 +685,7 @@ def data_source(data_dir: str, split: str, *, build: bool = True, **build_kwargs
   else:
     kw = {k: v for k, v in build_kwargs.items()
           if k in ('num_train_3d', 'num_train_2d', 'num_test', 'image_size', 'seed',
-                   'supersample')}
+                   'supersample', 'appearance', 'pose_scale')}
     path = dataset_dir(data_dir, make_config(build_kwargs.get('size', 'quickstart'),
                                              body_model=build_kwargs.get('body_model'), **kw))
     if not os.path.isdir(path):
