@@ -11,7 +11,8 @@ From SPIN's released npz (data/dataset_extras) and the image folder:
       --image_dir ~/datasets/lsp_dataset_original \
       --static_fits data/static_fits/lsp-orig_fits.npy --data_dir ~/tensorflow_datasets
 
-The embedded synthetic dataset:  --dataset synthetic --data_dir DIR.
+The embedded synthetic dataset:  --dataset synthetic --data_dir DIR
+  [--synthetic_size large] [--synthetic_appearance parts --synthetic_pose_scale 0.5].
 Datasets: h36m, h36m-p1, h36m-p2, lsp, lsp-orig, lspet, mpii, coco,
 mpi-inf-3dhp, mpi-inf-3dhp-test, 3dpw, 3dpw-train, synthetic (comma-separated
 for several raw builds). Training sets also get <data_dir>/static_fits/
@@ -63,6 +64,16 @@ _SYNTHETIC_SIZE = flags.DEFINE_enum(
 _BODY_MODEL = flags.DEFINE_string(
     'body_model', 'default', "With --dataset synthetic: 'default', "
     "'default-low' or a body model path.")
+_SYNTHETIC_APPEARANCE = flags.DEFINE_enum(
+    'synthetic_appearance', 'clothes', ['clothes', 'parts'],
+    "With --dataset synthetic: 'clothes' (random skin and clothing colours) or "
+    "'parts' (one colour per skinning bone: the quickstart's easy setting).")
+_SYNTHETIC_POSE_SCALE = flags.DEFINE_float(
+    'synthetic_pose_scale', 1.0,
+    'With --dataset synthetic: pose spread around the pose prior\'s modes, in '
+    '[0, 1] (1 = the prior; the quickstart uses 0.5).')
+flags.register_validator('synthetic_pose_scale', lambda v: 0.0 <= v <= 1.0,
+                         message='--synthetic_pose_scale must lie in [0, 1].')
 
 
 def _build_synthetic(data_dir: str) -> None:
@@ -72,7 +83,9 @@ def _build_synthetic(data_dir: str) -> None:
     raise app.UsageError(f'the synthetic dataset is unavailable: {e}') from e
   path = build_synthetic(data_dir=data_dir, size=_SYNTHETIC_SIZE.value,
                          body_model=_BODY_MODEL.value,
-                         num_workers=_NUM_WORKERS.value)
+                         num_workers=_NUM_WORKERS.value,
+                         appearance=_SYNTHETIC_APPEARANCE.value,
+                         pose_scale=_SYNTHETIC_POSE_SCALE.value)
   print(f'synthetic ({_SYNTHETIC_SIZE.value}): {path}')
 
 
