@@ -30,3 +30,12 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 def atomic_write_json(path: str, obj, **dumps_kwargs) -> None:
   atomic_write_bytes(path, (json.dumps(obj, **dumps_kwargs) + '\n').encode())
+
+
+def print_json_line(obj, path: str | None = None) -> None:
+  """Prints obj as one JSON line and, given a path, writes the same line there
+  atomically (the benchmarks' last line of output)."""
+  line = json.dumps(obj)
+  if path:
+    atomic_write_bytes(path, (line + '\n').encode())
+  print(line)

@@ -14,7 +14,6 @@ The last stdout line is JSON with samples_per_s and the settings.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -78,11 +77,8 @@ def main(argv):
       load_avg_1min=round(os.getloadavg()[0], 2))
   if tmp is not None:
     tmp.cleanup()
-  line = json.dumps(result)
-  if _JSON.value:
-    from spin_jax import fileio  # pylint: disable=g-import-not-at-top
-    fileio.atomic_write_bytes(_JSON.value, (line + '\n').encode())
-  print(line)
+  from spin_jax import fileio  # pylint: disable=g-import-not-at-top
+  fileio.print_json_line(result, _JSON.value)
 
 
 if __name__ == '__main__':

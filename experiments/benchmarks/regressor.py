@@ -40,7 +40,6 @@ step time), the max output difference and the settings.
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -228,11 +227,8 @@ def main(argv):
   if 'ours_train_images_per_s' in result:
     result['train_ratio'] = (result['ours_train_images_per_s'] /
                              result['torch_train_images_per_s'])
-  line = json.dumps(result)
-  if _JSON.value:
-    from spin_jax import fileio  # pylint: disable=g-import-not-at-top
-    fileio.atomic_write_bytes(_JSON.value, (line + '\n').encode())
-  print(line)
+  from spin_jax import fileio  # pylint: disable=g-import-not-at-top
+  fileio.print_json_line(result, _JSON.value)
 
 
 if __name__ == '__main__':

@@ -21,7 +21,6 @@ stdout line.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -252,11 +251,8 @@ def main(argv):
       'body_models': body_models_note,
       'rounds': _ROUNDS.value, 'round_time_s': _ROUND_TIME.value,
   }
-  line = json.dumps(results)
-  if _JSON.value:
-    from spin_jax import fileio  # pylint: disable=g-import-not-at-top
-    fileio.atomic_write_bytes(_JSON.value, (line + '\n').encode())
-  print(line)
+  from spin_jax import fileio  # pylint: disable=g-import-not-at-top
+  fileio.print_json_line(results, _JSON.value)
 
 
 if __name__ == '__main__':

@@ -9,7 +9,6 @@ too), so load on a shared machine disturbs all modes alike. The last stdout line
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -175,10 +174,7 @@ def main(argv):
       iterations={k: list(c.iterations) for k, c in runs.items()},
       backend=jax.default_backend(), cpu_count=os.cpu_count(),
       machine=platform.processor() or platform.machine(), notes=notes)
-  line = json.dumps(result)
-  if _JSON.value:
-    fileio.atomic_write_bytes(_JSON.value, (line + '\n').encode())
-  print(line)
+  fileio.print_json_line(result, _JSON.value)
 
 
 if __name__ == '__main__':

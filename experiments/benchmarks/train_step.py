@@ -11,7 +11,6 @@ Runs, in one process on the same batch, the paper's architecture (ResNet-50,
 Prints steps/s of each (after compilation) and, last, one JSON line with
 plain_steps_per_s, inloop_faithful_steps_per_s, inloop_fast_steps_per_s.
 """
-import json
 import os
 import sys
 import time
@@ -119,11 +118,8 @@ def main(argv):
              device=str(jax.devices()[0].device_kind), num_devices=jax.device_count(),
              first_step_s={k[:-len('_first_step_s')]: v for k, v in results.items()
                            if k.endswith('_first_step_s')})
-  line = json.dumps(out)
-  if _JSON.value:
-    from spin_jax import fileio  # pylint: disable=g-import-not-at-top
-    fileio.atomic_write_bytes(_JSON.value, (line + '\n').encode())
-  print(line)
+  from spin_jax import fileio  # pylint: disable=g-import-not-at-top
+  fileio.print_json_line(out, _JSON.value)
 
 
 if __name__ == '__main__':

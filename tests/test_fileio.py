@@ -1,0 +1,20 @@
+"""fileio: the benchmarks' JSON line is printed and saved identically."""
+import json
+
+from spin_jax import fileio
+
+
+def test_print_json_line_prints_and_saves_the_same_line(tmp_path, capsys):
+  path = tmp_path / 'out.json'
+  path.write_text('old\n')
+  fileio.print_json_line({'a': 1.5, 'b': [1, 2]}, str(path))
+  printed = capsys.readouterr().out
+  assert printed == path.read_text() == '{"a": 1.5, "b": [1, 2]}\n'
+  assert json.loads(printed) == {'a': 1.5, 'b': [1, 2]}
+  assert [p.name for p in tmp_path.iterdir()] == ['out.json']  # no temp file left
+
+
+def test_print_json_line_without_path_writes_nothing(tmp_path, capsys):
+  fileio.print_json_line([3], None)
+  assert capsys.readouterr().out == '[3]\n'
+  assert not list(tmp_path.iterdir())
