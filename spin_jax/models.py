@@ -184,6 +184,10 @@ class BasicBlock(nnx.Module):
     self.bn1 = _bn(width, rngs)
     self.conv2 = _conv(width, cout, 3, 1, 1, rngs)
     self.bn2 = _bn(cout, rngs)
+    self._init_shortcut(cin, cout, stride, rngs)
+
+  def _init_shortcut(self, cin, cout, stride, rngs):
+    # Projection (1x1 conv + BN) when the shape changes, identity otherwise.
     if stride != 1 or cin != cout:
       self.downsample_conv = _conv(cin, cout, 1, stride, 0, rngs)
       self.downsample_bn = _bn(cout, rngs)
@@ -213,11 +217,7 @@ class Bottleneck(BasicBlock):
     self.bn2 = _bn(width, rngs)
     self.conv3 = _conv(width, cout, 1, 1, 0, rngs)
     self.bn3 = _bn(cout, rngs)
-    if stride != 1 or cin != cout:
-      self.downsample_conv = _conv(cin, cout, 1, stride, 0, rngs)
-      self.downsample_bn = _bn(cout, rngs)
-    else:
-      self.downsample_conv = self.downsample_bn = None
+    self._init_shortcut(cin, cout, stride, rngs)
 
   def __call__(self, x):
     y = nnx.relu(self.bn1(self.conv1(x)))
