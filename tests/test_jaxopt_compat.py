@@ -37,62 +37,41 @@ _TRUE = dict(a=jnp.array([2.0, -1.0, 0.5]), k=jnp.array([1.5, 0.3, 2.0]),
              c=jnp.array([0.1, 0.0, -0.4]))
 
 
+def _assert_vmapped_fit_recovers_truth(**solver_kwargs):
+  """Fits the three problems of _TRUE at once (jit + vmap) from a poor start."""
+  y = jax.vmap(lambda p: _residual(p, 0.0))(_TRUE)  # (3, 12) data
+  init = jax.tree.map(lambda x: x * 0.7 + 0.1, _TRUE)
+  fit = jax.jit(jax.vmap(lambda p, y: optim_lsq.least_squares(
+      _residual, p, y, maxiter=30, **solver_kwargs)))
+  out = fit(init, y)
+  for key in _TRUE:
+    np.testing.assert_allclose(out[key], _TRUE[key], rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize('solver,with_jac', [('levenberg_marquardt', False),
                                              ('levenberg_marquardt', True),
                                              ('gauss_newton', False),
                                              ('gauss_newton', True)])
 def test_solver_recovers_exact_parameters_vmapped(solver, with_jac):
-  y = jax.vmap(lambda p: _residual(p, 0.0))(_TRUE)  # (3, 12) data
-  init = jax.tree.map(lambda x: x * 0.7 + 0.1, _TRUE)
-
-  @jax.jit
-  def fit(init, y):
-    return jax.vmap(lambda p, y: optim_lsq.least_squares(
-        _residual, p, y, maxiter=30, solver=solver,
-        jac_fn=_jacobian if with_jac else None))(init, y)
-
-  out = fit(init, y)
-  for key in _TRUE:
-    np.testing.assert_allclose(out[key], _TRUE[key], rtol=1e-3, atol=1e-4)
+  _assert_vmapped_fit_recovers_truth(solver=solver,
+                                     jac_fn=_jacobian if with_jac else None)
 
 
 @pytest.mark.parametrize('preconditioned', [False, True])
 def test_matrix_free_lm_recovers_exact_parameters_vmapped(preconditioned):
   # Our own solver (no jaxopt): CG on the 3-parameter damped normal equations.
-  y = jax.vmap(lambda p: _residual(p, 0.0))(_TRUE)
-  init = jax.tree.map(lambda x: x * 0.7 + 0.1, _TRUE)
-
-  @jax.jit
-  def fit(init, y):
-    def one(p, y):
-      # A poor but SPD stand-in for J^T J (ravel order a, c, k).
-      m = jnp.diag(jnp.array([5.0, 12.0, 1.0])) if preconditioned else None
-      return optim_lsq.least_squares(_residual, p, y, maxiter=30,
-                                     solver='levenberg_marquardt_cg',
+  # A poor but SPD stand-in for J^T J (ravel order a, c, k).
+  m = jnp.diag(jnp.array([5.0, 12.0, 1.0])) if preconditioned else None
+  _assert_vmapped_fit_recovers_truth(solver='levenberg_marquardt_cg',
                                      cg_iterations=3, preconditioner=m)
-    return jax.vmap(one)(init, y)
-
-  out = fit(init, y)
-  for key in _TRUE:
-    np.testing.assert_allclose(out[key], _TRUE[key], rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize('fused', [False, True])
 def test_dense_lm_recovers_exact_parameters_vmapped(fused):
   # Our own dense solver (no jaxopt), residuals and Jacobian from one call.
-  y = jax.vmap(lambda p: _residual(p, 0.0))(_TRUE)
-  init = jax.tree.map(lambda x: x * 0.7 + 0.1, _TRUE)
   both = lambda p, y: (_residual(p, y), _jacobian(p, y))
-
-  @jax.jit
-  def fit(init, y):
-    return jax.vmap(lambda p, y: optim_lsq.least_squares(
-        _residual, p, y, maxiter=30, solver='levenberg_marquardt_dense',
-        value_and_jac_fn=both if fused else None))(init, y)
-
-  out = fit(init, y)
-  for key in _TRUE:
-    np.testing.assert_allclose(out[key], _TRUE[key], rtol=1e-3, atol=1e-4)
+  _assert_vmapped_fit_recovers_truth(solver='levenberg_marquardt_dense',
+                                     value_and_jac_fn=both if fused else None)
 
 
 @pytest.mark.parametrize('solver', ['levenberg_marquardt_cg',
