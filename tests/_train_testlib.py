@@ -157,6 +157,21 @@ def _pid_alive(pid: int) -> bool:
   return True
 
 
+def parallel_and_one_device(tmp_path, tag: str, *, nproc: int,
+                            host_devices: int, steps: int = 3):
+  """(final arrays of `nproc` processes x `host_devices` devices, of 1 device).
+
+  The parallel run's arrays carry 'num_devices'; the one-device run is the
+  shared reference of `one_device_reference`.
+  """
+  want, got = one_device_reference(
+      str(tmp_path / 'one'), steps,
+      meanwhile=lambda: run_subprocesses(
+          str(tmp_path / tag), str(tmp_path / f'{tag}.npz'), steps,
+          nproc=nproc, host_devices=host_devices))
+  return got, want
+
+
 def one_device_reference(workdir: str, steps: int, meanwhile=None):
   """(`final_arrays` of the tiny run on one device, `meanwhile()`).
 

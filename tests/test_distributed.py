@@ -5,12 +5,8 @@ tl.enable_compile_cache()
 
 
 def test_two_processes_match_one(tmp_path):
-  steps = 3
   # The one-device run is shared with the other file (see the helper).
-  want, got = tl.one_device_reference(
-      str(tmp_path / 'one'), steps,
-      meanwhile=lambda: tl.run_subprocesses(
-          str(tmp_path / 'two'), str(tmp_path / 'two.npz'), steps,
-          nproc=2, host_devices=1))
+  got, want = tl.parallel_and_one_device(tmp_path, 'two', nproc=2,
+                                        host_devices=1)
   assert int(got.pop('num_devices')) == 2
   tl.assert_same(got, want, rtol=1e-4, atol=1e-5)

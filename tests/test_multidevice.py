@@ -5,13 +5,9 @@ tl.enable_compile_cache()
 
 
 def test_four_devices_match_one(tmp_path):
-  steps = 3
   # The one-device run is shared with the other file (see the helper).
-  want, got = tl.one_device_reference(
-      str(tmp_path / 'one'), steps,
-      meanwhile=lambda: tl.run_subprocesses(
-          str(tmp_path / 'four'), str(tmp_path / 'four.npz'), steps,
-          nproc=1, host_devices=4))
+  got, want = tl.parallel_and_one_device(tmp_path, 'four', nproc=1,
+                                        host_devices=4)
   assert int(got.pop('num_devices')) == 4
   # Same maths, different reduction order (BatchNorm statistics, gradients).
   tl.assert_same(got, want, rtol=1e-4, atol=1e-5)
