@@ -23,6 +23,8 @@ tests/test_joints_jacobian.py.
 """
 from __future__ import annotations
 
+import functools
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -57,6 +59,7 @@ def _right_jacobian(aa):
   return eye - b[..., None, None] * k + c[..., None, None] * (k @ k)
 
 
+@functools.lru_cache(maxsize=None)
 def _ancestor_masks(parents):
   """(24, 24) masks [k, p]: p is an ancestor-or-self / a strict ancestor of k."""
   n = len(parents)
@@ -76,17 +79,13 @@ def _candidates_and_levers(model, betas, rotmats, pose_feature):
   pairs below p of (c_l - w_l P_p), posed joints P (B, 24, 3), world rotations
   (B, 24, 3, 3) and the pair terms c (B, L, 3) rotated per bone.
   """
-  batch, nb = betas.shape
+  batch = betas.shape[0]
   rest = smpl._rest_joints(model, betas)  # pylint: disable=protected-access
   posed, transforms = smpl._kinematics(rotmats, rest, model.parents)  # pylint: disable=protected-access
   world_rot = transforms[..., :9].reshape(batch, -1, 3, 3)  # (B, 24, 3, 3)
   pts = model.joint_points
   bones = np.asarray(pts.bones, np.int32)
-  y = pts.center + jnp.einsum('bk,lck->blc', betas, pts.shapedirs[..., :nb])
-  if model.has_pose_correctives:
-    y = y + (pose_feature @ pts.posedirs).reshape(batch, -1, 3)  # (B, L, 3)
-  c = (world_rot[:, bones] @ y[..., None])[..., 0] + (
-      pts.weight[:, None] * transforms[:, bones, 9:])  # (B, L, 3)
+  c = smpl._pair_terms(model, pts, betas, pose_feature, transforms)  # pylint: disable=protected-access
   self_or_anc, strict = _ancestor_masks(model.parents)
   below = pts.rows[:, :, None] * jnp.asarray(self_or_anc[bones], c.dtype)  # (R, L, 24)
   # Regressed points: sum_l below[r,l,p] (c_l - w_l P_p).

@@ -134,12 +134,20 @@ def gmm_residuals(prior: GaussianMixturePrior, body_pose):
   its constant (a residual with zero Jacobian, so least-squares solvers see the
   true objective value, including when the winner switches).
   """
+  return gmm_residuals_and_component(prior, body_pose)[0]
+
+
+def gmm_residuals_and_component(prior: GaussianMixturePrior, body_pose):
+  """`gmm_residuals` (B, D + 1) and the winning component k (B,) int.
+
+  The residuals' Jacobian is sqrt(0.5) whitening[k] (constant row 0).
+  """
   white, values = _gmm_parts(prior, body_pose)
   k = jnp.argmin(values, axis=-1)  # (B,)
   r = jnp.take_along_axis(white, k[:, None, None], axis=1)[:, 0]  # (B, D)
   c = jnp.take_along_axis(prior.offsets[None, :], k[:, None], 1)  # (B, 1)
   c = jax.lax.stop_gradient(jnp.sqrt(jnp.maximum(c, 0.0)))
-  return jnp.concatenate([jnp.sqrt(0.5) * r, c], axis=-1)
+  return jnp.concatenate([jnp.sqrt(0.5) * r, c], axis=-1), k
 
 
 def angle_prior_residuals(body_pose):

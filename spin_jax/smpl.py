@@ -471,15 +471,20 @@ def _mesh(model, betas, pose_feature, transforms):
   return out[:batch] if pad else out
 
 
-def _points(model, pts, betas, pose_feature, transforms, transl):
-  """The R regressed points of `pts` (B, R, 3), without the mesh."""
+def _pair_terms(model, pts, betas, pose_feature, transforms):
+  """Each (point, bone) pair's skinned term R_k y_l + w_l t_k: (B, L, 3)."""
   batch, nb = betas.shape
   y = pts.center + jnp.einsum('bk,lck->blc', betas, pts.shapedirs[..., :nb])
   if model.has_pose_correctives:
     y = y + (pose_feature @ pts.posedirs).reshape(batch, -1, 3)  # (B, L, 3)
   bones = np.asarray(pts.bones, np.int32)
   rot = transforms[:, bones, :9].reshape(batch, -1, 3, 3)  # (B, L, 3, 3)
-  contrib = _matvec3(rot, y) + pts.weight[:, None] * transforms[:, bones, 9:]
+  return _matvec3(rot, y) + pts.weight[:, None] * transforms[:, bones, 9:]
+
+
+def _points(model, pts, betas, pose_feature, transforms, transl):
+  """The R regressed points of `pts` (B, R, 3), without the mesh."""
+  contrib = _pair_terms(model, pts, betas, pose_feature, transforms)
   out = jnp.einsum('rl,blc->brc', pts.rows, contrib)  # (B, R, 3)
   if transl is not None:
     out = out + pts.row_sum[:, None] * jnp.asarray(transl, out.dtype)[:, None]

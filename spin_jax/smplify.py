@@ -199,6 +199,15 @@ def _camera_residuals(params, joints, keypoints, use_openpose, depth_init, confi
   return jnp.concatenate([r, depth[None]])
 
 
+def _stage2_residuals(r_data, r_gmm, body_pose, betas, config):
+  """(98 + 70 + 4 + NB,) weighted stage-2 residuals from the data (49, 2) and
+  GMM (70,) parts; sum of squares = SPIN's loss."""
+  r_angle = priors.angle_prior_residuals(body_pose[None])[0]  # (4,)
+  return jnp.concatenate([
+      r_data.reshape(-1), config.pose_prior_weight * r_gmm,
+      config.angle_prior_weight * r_angle, config.shape_prior_weight * betas])
+
+
 def _body_residuals(params, translation, model, prior, keypoints, conf, config):
   """Stage 2: (98 + 70 + 4 + NB,) residuals; sum of squares = SPIN's loss."""
   global_orient, body_pose, betas = params
@@ -207,10 +216,7 @@ def _body_residuals(params, translation, model, prior, keypoints, conf, config):
   r_data = conf[:, None] * priors.gmof_residual(keypoints[:, :2] - proj,
                                                 config.sigma)  # (49, 2)
   r_gmm = priors.gmm_residuals(prior, body_pose[None])[0]  # (70,)
-  r_angle = priors.angle_prior_residuals(body_pose[None])[0]  # (4,)
-  return jnp.concatenate([
-      r_data.reshape(-1), config.pose_prior_weight * r_gmm,
-      config.angle_prior_weight * r_angle, config.shape_prior_weight * betas])
+  return _stage2_residuals(r_data, r_gmm, body_pose, betas, config)
 
 
 def _body_residuals_and_jacobian(params, translation, model, prior, keypoints,
@@ -240,15 +246,10 @@ def _body_residuals_and_jacobian(params, translation, model, prior, keypoints,
   j_data = jnp.einsum('jrc,jcp->jrp', d_res, d_joints).reshape(
       2 * constants.NUM_JOINTS, -1)  # (98, P)
   dtype = j_data.dtype
-  r_gmm = priors.gmm_residuals(prior, body_pose[None])[0]  # (70,)
-  r_angle = priors.angle_prior_residuals(body_pose[None])[0]  # (4,)
-  residuals = jnp.concatenate([
-      r_data.reshape(-1), config.pose_prior_weight * r_gmm,
-      config.angle_prior_weight * r_angle, config.shape_prior_weight * betas])
+  r_gmm, k = priors.gmm_residuals_and_component(prior, body_pose[None])
+  residuals = _stage2_residuals(r_data, r_gmm[0], body_pose, betas, config)
 
-  _, values = priors._gmm_parts(prior, body_pose[None])  # pylint: disable=protected-access
-  k = jnp.argmin(values[0])
-  j_gmm = config.pose_prior_weight * jnp.sqrt(0.5) * prior.whitening[k]  # (69, 69)
+  j_gmm = config.pose_prior_weight * jnp.sqrt(0.5) * prior.whitening[k[0]]  # (69, 69)
   ids = jnp.asarray(constants.ANGLE_PRIOR_POSE_IDS)
   signs = jnp.asarray(constants.ANGLE_PRIOR_SIGNS, dtype)
   d_angle = config.angle_prior_weight * signs * jnp.exp(body_pose[ids] * signs)
@@ -273,8 +274,8 @@ def _body_preconditioner(body_pose, num_betas, prior, config):
   for the data rows, which only the body model knows.
   """
   dtype = body_pose.dtype
-  _, values = priors._gmm_parts(prior, body_pose[None])  # pylint: disable=protected-access
-  w = prior.whitening[jnp.argmin(values[0])].astype(dtype)  # (69, 69)
+  k = priors.gmm_residuals_and_component(prior, body_pose[None])[1][0]
+  w = prior.whitening[k].astype(dtype)  # (69, 69)
   nb, p = num_betas, 72 + num_betas
   gram = jnp.zeros((p, p), dtype)
   gram = gram.at[3:72, 3:72].set(0.5 * config.pose_prior_weight**2 * w.T @ w)
