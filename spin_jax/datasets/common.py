@@ -60,6 +60,25 @@ def load_mat(path: str, what: str) -> dict:
                              f'({what}): {e}') from e
 
 
+def open_h5(path: str, keys, what: str = 'HDF5', written_by: str = ''):
+  """An open h5py.File (use it in `with`) that holds every one of `keys`.
+
+  Errors name the file and the first missing key; `written_by` is appended to
+  the expected-keys list (e.g. 'as written by h36m-fetch').
+  """
+  import h5py
+  try:
+    f = h5py.File(path, 'r')
+  except OSError as e:
+    raise DatasetFormatError(f'cannot read {path} as {what}: {e}') from e
+  missing = [k for k in keys if k not in f]
+  if missing:
+    f.close()
+    expected = ', '.join(keys) + (f' {written_by}' if written_by else '')
+    raise DatasetFormatError(f'{path}: no key {missing[0]!r} (expected {expected})')
+  return f
+
+
 def tight_box(xy: np.ndarray, factor: float = BBOX_SCALE_FACTOR):
   """SPIN's box: centre of the tight box of points (N,2), scale = factor*side/200."""
   xy = np.asarray(xy, np.float64)

@@ -47,7 +47,6 @@ def _root(manual_dir: str) -> str:
 
 def read_h36m(manual_dir: str, split: str) -> list[dict]:
   """split: 'train', 'p1' or 'p2'."""
-  import h5py
   if split not in ('train', 'p1', 'p2'):
     raise ValueError(f"split must be 'train', 'p1' or 'p2', got {split!r}")
   root = _root(manual_dir)
@@ -63,16 +62,8 @@ def read_h36m(manual_dir: str, split: str) -> list[dict]:
       seq_dir = os.path.dirname(path)
       if '_ALL' in os.path.basename(seq_dir):
         continue
-      try:
-        f = h5py.File(path, 'r')
-      except OSError as e:
-        raise common.DatasetFormatError(f'cannot read {path} as HDF5: {e}') from e
-      with f:
-        for k in ('pose/2d', 'pose/3d', 'camera', 'frame'):
-          if k not in f:
-            raise common.DatasetFormatError(
-                f'{path}: no key {k!r} (expected pose/2d, pose/3d, camera, '
-                'frame as written by h36m-fetch)')
+      with common.open_h5(path, ('pose/2d', 'pose/3d', 'camera', 'frame'),
+                          written_by='as written by h36m-fetch') as f:
         p2 = common.check_shape(f['pose/2d'][()], (None, 32, 2), path, 'pose/2d')
         n = len(p2)
         p3 = common.check_shape(f['pose/3d'][()], (n, 32, 3), path, 'pose/3d')

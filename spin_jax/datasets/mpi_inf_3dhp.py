@@ -130,7 +130,6 @@ def _attach_mview_fits(path: str, records: list[dict]) -> None:
 
 
 def read_test(manual_dir: str) -> list[dict]:
-  import h5py
   root = common.require_dir(os.path.join(manual_dir, 'mpi_inf_3dhp'),
                             'MPI-INF-3DHP (mpi_inf_3dhp_test_set/TS1..6/)')
   records = []
@@ -138,16 +137,8 @@ def read_test(manual_dir: str) -> list[dict]:
     seq_dir = os.path.join('mpi_inf_3dhp_test_set', f'TS{ts}')
     path = common.require_file(os.path.join(root, seq_dir, 'annot_data.mat'),
                                'MATLAB v7.3 annot2, univ_annot3, valid_frame')
-    try:
-      f = h5py.File(path, 'r')
-    except OSError as e:
-      raise common.DatasetFormatError(
-          f'cannot read {path} as a MATLAB v7.3 (HDF5) file: {e}') from e
-    with f:
-      for k in ('annot2', 'univ_annot3', 'valid_frame'):
-        if k not in f:
-          raise common.DatasetFormatError(
-              f'{path}: no key {k!r} (expected annot2, univ_annot3, valid_frame)')
+    with common.open_h5(path, ('annot2', 'univ_annot3', 'valid_frame'),
+                        what='a MATLAB v7.3 (HDF5) file') as f:
       a2 = common.check_shape(f['annot2'][()], (None, 1, 17, 2), path, 'annot2')
       a3 = common.check_shape(f['univ_annot3'][()], (len(a2), 1, 17, 3), path,
                               'univ_annot3')

@@ -31,7 +31,6 @@ def _names(raw, path: str) -> list[str]:
 
 
 def read_mpii_train(manual_dir: str) -> list[dict]:
-  import h5py
   root = common.require_dir(os.path.join(manual_dir, 'mpii'),
                             'MPII (images/ and annot/train.h5)')
   path = os.path.join(root, 'annot', 'train.h5')
@@ -39,15 +38,7 @@ def read_mpii_train(manual_dir: str) -> list[dict]:
     path = os.path.join(root, 'train.h5')
   common.require_file(path, 'the Stacked-Hourglass MPII annotation '
                       "(keys imgname, center, scale, part)")
-  try:
-    f = h5py.File(path, 'r')
-  except OSError as e:
-    raise common.DatasetFormatError(f'cannot read {path} as HDF5: {e}') from e
-  with f:
-    for k in ('imgname', 'center', 'scale', 'part'):
-      if k not in f:
-        raise common.DatasetFormatError(f'{path}: no key {k!r} (expected '
-                                        'imgname, center, scale, part)')
+  with common.open_h5(path, ('imgname', 'center', 'scale', 'part')) as f:
     names = _names(f['imgname'][()], path)
     n = len(names)
     center = common.check_shape(f['center'][()], (n, 2), path, 'center')
