@@ -41,6 +41,7 @@ from spin_jax import checkpoint as ckpt_lib
 from spin_jax import constants
 from spin_jax import fits as fits_lib
 from spin_jax import losses as losses_lib
+from spin_jax import metrics
 from spin_jax import models
 from spin_jax import parallel
 from spin_jax import priors
@@ -435,7 +436,6 @@ def make_eval_fn(graphdef):
 def evaluate(eval_fn, state: TrainState, eval_batches, body_model, mesh,
              max_samples: int | None = None) -> dict[str, float]:
   """Mean MPJPE, PA-MPJPE and PVE (mm) over the validation batches."""
-  from spin_jax import evaluate as evaluate_lib
   n_dev = mesh.devices.size
   per = {'mpjpe': [], 'pa_mpjpe': [], 'pve': []}
   seen = 0
@@ -450,9 +450,9 @@ def evaluate(eval_fn, state: TrainState, eval_batches, body_model, mesh,
     pj, gj, pv, gv = parallel.to_host(
         eval_fn(state.params, state.model_state, *arrays, body_model))
     pj, gj, pv, gv = (x[:b][keep] for x in (pj, gj, pv, gv))
-    per['mpjpe'].append(1000 * evaluate_lib.mpjpe(pj, gj))
-    per['pa_mpjpe'].append(1000 * evaluate_lib.pa_mpjpe(pj, gj))
-    per['pve'].append(1000 * np.mean(np.linalg.norm(pv - gv, axis=-1), -1))
+    per['mpjpe'].append(metrics.MM * metrics.mpjpe(pj, gj))
+    per['pa_mpjpe'].append(metrics.MM * metrics.pa_mpjpe(pj, gj))
+    per['pve'].append(metrics.MM * metrics.pve(pv, gv))
     seen += int(keep.sum())
     if max_samples and seen >= max_samples:
       break

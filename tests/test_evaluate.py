@@ -4,6 +4,7 @@ import pytest
 
 from spin_jax import constants
 from spin_jax import evaluate
+from spin_jax import metrics
 from spin_jax import smpl
 from spin_jax import smpl_io
 
@@ -51,12 +52,12 @@ def test_pa_mpjpe_similarity_copy_is_zero():
   gt = rng.normal(size=(3, 14, 3))
   r = _rotation([0.3, -1.0, 0.5], 2.1)
   pred = 0.37 * gt @ r.T + np.array([4.0, -2.0, 9.0])
-  np.testing.assert_allclose(evaluate.pa_mpjpe(pred, gt), 0.0, atol=1e-10)
+  np.testing.assert_allclose(metrics.pa_mpjpe(pred, gt), 0.0, atol=1e-10)
   # The alignment itself recovers the ground truth.
-  np.testing.assert_allclose(evaluate.procrustes_align(pred, gt), gt,
+  np.testing.assert_allclose(metrics.procrustes_align(pred, gt), gt,
                              atol=1e-10)
   # Plain MPJPE of the same copy is large.
-  assert np.all(evaluate.mpjpe(pred, gt) > 1.0)
+  assert np.all(metrics.mpjpe(pred, gt) > 1.0)
 
 
 def test_pa_mpjpe_does_not_allow_a_reflection():
@@ -67,17 +68,17 @@ def test_pa_mpjpe_does_not_allow_a_reflection():
   mirrored = AXES * np.array([-1.0, 1.0, 1.0])
   r = _rotation([1.0, 2.0, -0.5], 0.8)
   pred = 2.5 * mirrored @ r.T + np.array([0.1, 0.2, -3.0])
-  got = evaluate.pa_mpjpe(pred[None], AXES[None])
+  got = metrics.pa_mpjpe(pred[None], AXES[None])
   np.testing.assert_allclose(got, [6.0 / 7.0], rtol=1e-12)
-  aligned = evaluate.procrustes_align(pred[None], AXES[None])[0]
+  aligned = metrics.procrustes_align(pred[None], AXES[None])[0]
   np.testing.assert_allclose(aligned, mirrored * 6.0 / 7.0, atol=1e-12)
 
 
 def test_pa_mpjpe_float32_input_and_shape_check():
   gt = AXES[None].astype(np.float32)
-  assert evaluate.pa_mpjpe(gt * 3, gt)[0] < 1e-6
+  assert metrics.pa_mpjpe(gt * 3, gt)[0] < 1e-6
   with pytest.raises(ValueError, match=r'\(B, N, 3\)'):
-    evaluate.pa_mpjpe(np.zeros((1, 14, 3)), np.zeros((1, 17, 3)))
+    metrics.pa_mpjpe(np.zeros((1, 14, 3)), np.zeros((1, 17, 3)))
 
 
 def test_pose_metrics_in_mm_and_pck_auc_on_known_distances():
@@ -86,20 +87,20 @@ def test_pose_metrics_in_mm_and_pck_auc_on_known_distances():
   gt[0, :, 1] = [0.0, 1.0, 2.0, 3.0]
   pred = gt.copy()
   pred[0, :, 0] += np.array([0.0, 40.0, 120.0, 200.0]) / 1000.0
-  m = evaluate.pose_metrics(pred, gt, with_pck=True)
+  m = metrics.pose_metrics(pred, gt, with_pck=True)
   np.testing.assert_allclose(m['mpjpe'], [90.0], rtol=1e-9)
   np.testing.assert_allclose(m['pck'], [75.0])  # 200 mm is not < 150
   # AUC over 0, 5, ..., 150: fraction strictly below each threshold.
   # 0 mm: below t for t in 5..150 (30 of 31); 40 mm: t in 45..150 (22);
   # 120 mm: t in 125..150 (6); 200 mm: never.
   np.testing.assert_allclose(m['auc'], [100.0 * (30 + 22 + 6) / (4 * 31)])
-  assert len(evaluate.AUC_THRESHOLDS_MM) == 31
+  assert len(metrics.AUC_THRESHOLDS_MM) == 31
 
 
 def test_pck_auc_direct():
   errors = np.array([[0.0, 149.9, 150.0, 151.0]])
-  np.testing.assert_allclose(evaluate.pck(errors, 150.0), [0.5])
-  np.testing.assert_allclose(evaluate.auc(errors, (0.0, 150.0, 200.0)),
+  np.testing.assert_allclose(metrics.pck(errors, 150.0), [0.5])
+  np.testing.assert_allclose(metrics.auc(errors, (0.0, 150.0, 200.0)),
                              [(0 + 2 / 4 + 1) / 3])
 
 
@@ -107,9 +108,9 @@ def test_pve_centres_on_pelvis():
   rng = np.random.default_rng(1)
   gt = rng.normal(size=(2, 10, 3))
   pred = gt + np.array([1.0, 2.0, 3.0])
-  got = evaluate.pve(pred, gt, pred_pelvis=pred[:, 0], gt_pelvis=gt[:, 0])
+  got = metrics.pve(pred, gt, pred_pelvis=pred[:, 0], gt_pelvis=gt[:, 0])
   np.testing.assert_allclose(got, 0.0, atol=1e-12)
-  np.testing.assert_allclose(evaluate.pve(pred, gt), np.sqrt(14.0))
+  np.testing.assert_allclose(metrics.pve(pred, gt), np.sqrt(14.0))
 
 
 def test_segmentation_scores_on_known_masks():

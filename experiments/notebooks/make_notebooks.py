@@ -154,7 +154,7 @@ SMPLIFY = nb([
     '''\
 import jax, jax.numpy as jnp, numpy as np
 import matplotlib.pyplot as plt
-from spin_jax import camera, constants, evaluate, models, priors, rotations, smpl, smpl_io, smplify
+from spin_jax import camera, constants, evaluate, metrics, models, priors, rotations, smpl, smpl_io, smplify
 
 body = smpl_io.default_body_model('low' if SMALL else 'full')
 prior = priors.default_pose_prior()
@@ -207,10 +207,10 @@ gt_verts = smpl.forward(body, gt['betas'], gt['body_pose'], gt['global_orient'])
 def j14(v):
   j = evaluate.h36m_regressed(body, v)
   return j[:, list(constants.H36M_TO_J14)] - j[:, :1]
-m = evaluate.pose_metrics(j14(fit_verts), j14(gt_verts))
+m = metrics.pose_metrics(j14(fit_verts), j14(gt_verts))
 print(f"fit vs ground truth: MPJPE {m['mpjpe'][0]:.1f} mm, PA-MPJPE {m['pa_mpjpe'][0]:.1f} mm")
 init_verts = smpl.forward(body, init.betas, init.body_pose, init.global_orient).vertices
-m0 = evaluate.pose_metrics(j14(init_verts), j14(gt_verts))
+m0 = metrics.pose_metrics(j14(init_verts), j14(gt_verts))
 print(f"mean pose vs ground truth: MPJPE {m0['mpjpe'][0]:.1f} mm, PA-MPJPE {m0['pa_mpjpe'][0]:.1f} mm")''',
     '''\
 from spin_jax import render
