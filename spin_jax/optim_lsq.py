@@ -139,6 +139,16 @@ def _pcg(matvec, b, iterations, precond):
   return jax.lax.fori_loop(0, iterations, step, (jnp.zeros_like(b), b, z, rz))[0]
 
 
+def _take_if_lower(f_new, f, new, old, lam):
+  """LM's step rule: (`new` if f_new < f else `old`, lam / 3 or lam x 4).
+
+  A NaN f_new compares False, so a non-finite step is never taken.
+  """
+  better = f_new < f
+  chosen = jax.tree.map(lambda n, o: jnp.where(better, n, o), new, old)
+  return chosen, jnp.where(better, lam / 3.0, lam * 4.0)
+
+
 def _lm_cg(fn, x, maxiter, cg_iterations, damping, preconditioner):
   """Matrix-free Levenberg-Marquardt (see the module docstring)."""
   if preconditioner is None:
@@ -157,9 +167,8 @@ def _lm_cg(fn, x, maxiter, cg_iterations, damping, preconditioner):
               precond)
     x_new = x + dx
     f_new = jnp.sum(fn(x_new)**2)
-    better = f_new < f  # False for NaN: a non-finite step is never taken
-    return (jnp.where(better, x_new, x), jnp.where(better, f_new, f),
-            jnp.where(better, lam / 3.0, lam * 4.0))
+    (x, f), lam = _take_if_lower(f_new, f, (x_new, f_new), (x, f), lam)
+    return x, f, lam
 
   f0 = jnp.sum(fn(x)**2)
   init = (x, f0, jnp.asarray(damping, x.dtype))
@@ -180,10 +189,9 @@ def _lm_dense(both, x, maxiter, damping):
     dx = -jax.scipy.linalg.cho_solve(chol, (jac.T @ r)[:, None])[:, 0]
     r_new, jac_new = both(x + dx)
     f_new = r_new @ r_new
-    better = f_new < f  # False for NaN: a non-finite step is never taken
-    keep = lambda new, old: jnp.where(better, new, old)
-    return (keep(x + dx, x), keep(r_new, r), keep(jac_new, jac),
-            keep(f_new, f), jnp.where(better, lam / 3.0, lam * 4.0))
+    (x, r, jac, f), lam = _take_if_lower(
+        f_new, f, (x + dx, r_new, jac_new, f_new), (x, r, jac, f), lam)
+    return x, r, jac, f, lam
 
   r, jac = both(x)
   init = (x, r, jac, r @ r, jnp.asarray(damping, x.dtype))
