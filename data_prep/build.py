@@ -12,7 +12,8 @@ From SPIN's released npz (data/dataset_extras) and the image folder:
       --static_fits data/static_fits/lsp-orig_fits.npy --data_dir ~/tensorflow_datasets
 
 The embedded synthetic dataset:  --dataset synthetic --data_dir DIR
-  [--synthetic_size large] [--synthetic_appearance parts --synthetic_pose_scale 0.5].
+  [--synthetic_size large] [--synthetic_appearance parts --synthetic_pose_scale 0.5]
+  [--synthetic_domains studio_wild].
 Datasets: h36m, h36m-p1, h36m-p2, lsp, lsp-orig, lspet, mpii, coco,
 mpi-inf-3dhp, mpi-inf-3dhp-test, 3dpw, 3dpw-train, synthetic (comma-separated
 for several raw builds). Training sets also get <data_dir>/static_fits/
@@ -72,6 +73,11 @@ _SYNTHETIC_POSE_SCALE = flags.DEFINE_float(
     'synthetic_pose_scale', 1.0,
     'With --dataset synthetic: pose spread around the pose prior\'s modes, in '
     '[0, 1] (1 = the prior; the quickstart uses 0.5).')
+_SYNTHETIC_DOMAINS = flags.DEFINE_enum(
+    'synthetic_domains', 'same', ['same', 'studio_wild'],
+    "With --dataset synthetic: 'same' (one scene for every split) or "
+    "'studio_wild' (a narrow 3D-labelled studio split, in-the-wild 2D-only "
+    "and test splits: SPIN's data situation, spin_jax/datasets/synthetic.py).")
 flags.register_validator('synthetic_pose_scale', lambda v: 0.0 <= v <= 1.0,
                          message='--synthetic_pose_scale must lie in [0, 1].')
 
@@ -85,7 +91,8 @@ def _build_synthetic(data_dir: str) -> None:
                          body_model=_BODY_MODEL.value,
                          num_workers=_NUM_WORKERS.value,
                          appearance=_SYNTHETIC_APPEARANCE.value,
-                         pose_scale=_SYNTHETIC_POSE_SCALE.value)
+                         pose_scale=_SYNTHETIC_POSE_SCALE.value,
+                         domains=_SYNTHETIC_DOMAINS.value)
   print(f'synthetic ({_SYNTHETIC_SIZE.value}): {path}')
 
 

@@ -1,27 +1,64 @@
-r"""The SPIN effect on our own data: no fits vs static fits vs fits in the loop.
+r"""The SPIN effect where the paper's data situation holds.
 
-  python experiments/spin_effect.py --preset=cpu   # < 30 min on a 2-core CPU
-  python experiments/spin_effect.py --preset=gpu   # one accelerator
+  python experiments/spin_effect.py --preset=cpu    # every run; about 2 h on 2 CPU cores
+  python experiments/spin_effect.py --preset=gpu    # one accelerator
+  python experiments/spin_effect.py --preset=tiny   # seconds (tests/test_spin_effect.py)
 
-Three training runs with the same budget (steps, batch, data, seed) on the
-synthetic dataset rendered from the embedded body model. Its training split
-mixes samples with full 3D/SMPL labels and "in-the-wild" samples with 2D
-keypoints only; the runs differ only in what supervises the in-the-wild part:
+Re-running with the same --workdir resumes: finished runs are read back,
+an interrupted one continues from its last checkpoint.
 
-  2d_only  2D keypoints only: fits are never valid (fit_threshold 0), no SMPLify.
-  static   fits computed once before training and never updated (SPIN's static
-           fits): SMPLify from the initial network's prediction (the mean
-           parameters), one pass over the training set, then frozen.
-  inloop   SPIN: SMPLify runs in every step from the current prediction and the
-           table keeps the better fit per sample.
+DATA (chosen before any result and not changed after; spin_jax/datasets/
+synthetic.py, domains='studio_wild', part-coloured appearance so that a small
+network learns in a CPU budget, as the quickstart):
+  studio  3D/SMPL labels. Narrow on purpose, like Human3.6M / MPI-INF-3DHP:
+          3 of the pose prior's 8 modes (standing, walking, sitting) at 0.6
+          of their spread, yaw within +-45 deg, 5 subjects (fixed body
+          shapes), plain backgrounds, nobody out of frame.
+  wild    2D keypoints only (GT joints exact, OpenPose joints with 1.5 px
+          noise and confidences 0.5-1), like LSP / MPII / COCO: the full
+          prior, every viewpoint, a new shape per person, varied
+          backgrounds, 25 % of the people partly outside the frame.
+  test    drawn like `wild`, with full labels (the 3DPW role).
+  The data are the same for every seed (data seed 0); seeds change the
+  network's initialisation, the sampling order and the augmentation.
 
-Each run is evaluated on the synthetic test split (PA-MPJPE, MPJPE, PVE in mm,
-spin_jax.evaluate). The paper's claim is inloop < static < 2d_only. The table
-is printed and written to --out (experiments/results/spin_effect.json).
-We report what we measure; no setting was tuned to make the effect appear.
+SETTINGS
+  paired    studio (3D) + wild (2D), mixed 0.4 / 0.6 (SPIN's main table).
+  unpaired  the same images with every 3D label ignored (SPIN's --ignore_3d,
+            the paper's "unpaired" rows): the fits are the only 3D signal.
+
+REGIMES (same data, budget and seeds)
+  2d_only      2D keypoints only: no fit ever counts as valid supervision.
+  static       SMPLify (faithful) once before training, from the initial
+               network's prediction, then frozen (SPIN's static fits).
+  inloop       SPIN: SMPLify 'faithful' (Adam, 100 + 100) in every step from
+               the current prediction; the table, starting from the static
+               fits as SPIN's does, keeps the better fit per sample.
+  inloop_fast  the same with our SMPLify 'fast' (Levenberg-Marquardt, 5 + 4).
+
+MEASURED at every evaluation (config eval_every):
+  test_pa_mpjpe / test_mpjpe   the network on (a fixed part of) the test set;
+  fits_pa_mpjpe / fits_mpjpe   the fits table's rows of ALL wild training
+                               images against their true bodies;
+  net_train2d_pa_mpjpe         the network on a fixed subset of those images
+                               (fits_subset_pa_mpjpe: the fits on the same);
+  valid_fraction               wild rows whose fit passes SPIN's validity
+                               threshold (reprojection loss on the
+                               un-augmented crop < 100);
+and, once, fits_floor_pa_mpjpe: SMPLify started from the TRUE bodies on wild
+images (the objective's own floor). Errors are SPIN's protocol (H36M
+regressor, 14 joints, pelvis-centred), in millimetres. The final row of each
+run is the whole test set (PA-MPJPE, MPJPE, PVE).
+
+OUTPUT: --out (experiments/results/spin_effect.json): per setting and regime
+the mean, std and per-seed values, and the curves (means over seeds);
+--figure (experiments/results/spin_effect.png). We report what we measure;
+nothing here was tuned to make an effect appear.
 """
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import platform
@@ -31,158 +68,495 @@ import time
 
 from absl import app
 from absl import flags
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-RUNS = ('2d_only', 'static', 'inloop')
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments.configs import default as default_config
+from spin_jax import augment
+from spin_jax import constants
+from spin_jax import fileio
+from spin_jax import fits as fits_lib
+from spin_jax import input_pipeline
+from spin_jax import metrics
+from spin_jax import parallel
+from spin_jax import smpl_io
+from spin_jax import smplify as smplify_lib
+from spin_jax import train
+from spin_jax.datasets import synthetic
 
-# Presets: everything the three runs share. The static fits come from one
-# epoch of a learning-rate-0 run with SMPLify. The CPU preset (24 min on a
-# loaded 2-core CPU) uses SMPLify 'faithful': on this CPU an in-loop step with
-# 'fast' (Levenberg-Marquardt) measured 12.7 s against about 4 s with Adam.
+SETTINGS = ('paired', 'unpaired')
+REGIMES = ('2d_only', 'static', 'inloop', 'inloop_fast')
+DATA_SEED = 0
+CURVE_KEYS = ('test_pa_mpjpe', 'test_mpjpe', 'fits_pa_mpjpe', 'fits_mpjpe',
+              'net_train2d_pa_mpjpe', 'fits_subset_pa_mpjpe', 'valid_fraction')
+
+# Everything the runs of a preset share. num_studio / num_wild / num_test
+# are the synthetic splits; curve_test_size test images are scored at each
+# evaluation (the final one scores all), probe_size wild images for the
+# network's own error and the fits' floor.
 PRESETS = {
     'cpu': dict(
-        body_model='default-low', backbone='resnet18', img_res=64,
-        batch_size=16, num_train_steps=120, learning_rate=1e-4,
-        num_train_3d=160, num_train_2d=240, num_test=200, image_size=96,
-        smplify_mode='faithful', smplify_iterations=100, eval_batch_size=50),
+        body_model='default-low', backbone='resnet18', img_res=80,
+        hidden_dim=256, batch_size=32, num_train_steps=360, eval_every=60,
+        learning_rate=3e-4, warmup_steps=20, num_studio=1000, num_wild=2000,
+        num_test=500, image_size=96, curve_test_size=250, probe_size=256,
+        seeds=(0, 1, 2), smplify_iterations=-1, eval_batch_size=50),
     'gpu': dict(
         body_model='default', backbone='resnet50', img_res=224,
-        batch_size=64, num_train_steps=20000, learning_rate=5e-5,
-        num_train_3d=20000, num_train_2d=30000, num_test=2000, image_size=256,
-        smplify_mode='faithful', smplify_iterations=100, eval_batch_size=64),
-    # Seconds: for tests of this script only (numbers mean nothing).
+        hidden_dim=1024, batch_size=64, num_train_steps=20000, eval_every=1000,
+        learning_rate=1e-4, warmup_steps=500, num_studio=20000, num_wild=30000,
+        num_test=2000, image_size=256, curve_test_size=1000, probe_size=1000,
+        seeds=(0, 1, 2), smplify_iterations=-1, eval_batch_size=100),
+    # For tests of this script only (the numbers mean nothing).
     'tiny': dict(
-        body_model='default-low', backbone='resnet18', img_res=32,
-        batch_size=4, num_train_steps=2, learning_rate=1e-4,
-        num_train_3d=8, num_train_2d=8, num_test=8, image_size=64,
-        smplify_mode='fast', smplify_iterations=2, eval_batch_size=8),
+        body_model='default-low', backbone='stem', img_res=32, hidden_dim=32,
+        batch_size=4, num_train_steps=2, eval_every=1, learning_rate=1e-4,
+        warmup_steps=0, num_studio=8, num_wild=8, num_test=8, image_size=64,
+        curve_test_size=8, probe_size=8, seeds=(0,), smplify_iterations=2,
+        eval_batch_size=8),
 }
 
 _PRESET = flags.DEFINE_enum('preset', 'cpu', sorted(PRESETS), 'Settings.')
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/spin_effect', 'Runs go here.')
 _OUT = flags.DEFINE_string('out', 'experiments/results/spin_effect.json',
                            'Result JSON.')
-_RUNS = flags.DEFINE_list('runs', list(RUNS), 'Subset of runs (all: the '
-                          'table needs all three).')
-_STEPS = flags.DEFINE_integer('steps', None, 'Override the preset\'s steps.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of data, init and order.')
+_FIGURE = flags.DEFINE_string('figure', 'experiments/results/spin_effect.png',
+                              'Result figure ("" = none).')
+_SETTINGS = flags.DEFINE_list('settings', list(SETTINGS), 'Settings to run.')
+_REGIMES = flags.DEFINE_list('regimes', list(REGIMES), 'Regimes to run.')
+_SEEDS = flags.DEFINE_list('seeds', None, "Override the preset's seeds.")
 _FRESH = flags.DEFINE_bool('fresh', False, 'Delete earlier runs in workdir '
                            '(default: resume / reuse them).')
 
 
+# ---------------------------------------------------------------- configs
+def synthetic_kwargs(preset: dict) -> dict:
+  """The one synthetic build every run reads (spin_jax.datasets.synthetic)."""
+  return dict(size=None, num_train_3d=preset['num_studio'],
+              num_train_2d=preset['num_wild'], num_test=preset['num_test'],
+              image_size=preset['image_size'], seed=DATA_SEED,
+              body_model=preset['body_model'], appearance='parts',
+              domains='studio_wild')
+
+
 def base_config(preset: dict, data_dir: str, seed: int):
-  """The shared training configuration of the three runs."""
-  from experiments.configs import default as default_config
+  """The training configuration every run shares (quickstart-style recipe)."""
   c = default_config.get_config()
   c.seed = seed
   c.body_model = preset['body_model']
   c.model.backbone = preset['backbone']
   c.model.img_res = preset['img_res']
+  c.model.hidden_dim = preset['hidden_dim']
   c.batch_size = preset['batch_size']
   c.num_train_steps = preset['num_train_steps']
   c.learning_rate = preset['learning_rate']
+  c.lr_schedule = 'cosine'
+  c.warmup_steps = preset['warmup_steps']
   c.data.datasets = 'synthetic'
   c.data.data_dir = data_dir
-  c.data.synthetic_train_size = preset['num_train_3d'] + preset['num_train_2d']
-  c.data.synthetic_test_size = preset['num_test']
-  c.smplify.mode = preset['smplify_mode']
+  c.data.synthetic_appearance = 'parts'
+  c.data.synthetic_domains = 'studio_wild'
+  c.data.flip_prob = 0.0      # a flip would swap the bone colours
+  c.data.noise_factor = 0.1
+  c.data.eval_split = ''      # this script's probe evaluates (eval_hooks)
   c.smplify.iterations = preset['smplify_iterations']
-  c.eval_every = -1  # we evaluate after training, the same way for all runs
-  c.checkpoint_every = max(1, preset['num_train_steps'])
+  c.eval_every = preset['eval_every']
+  c.checkpoint_every = preset['eval_every']
+  c.keep_checkpoints = 1
   c.render_every = 0
-  c.log_every = max(1, preset['num_train_steps'] // 20)
+  c.log_every = preset['eval_every']
+  c.progress_bar = False
   return c
 
 
-def synthetic_kwargs(preset: dict, seed: int) -> dict:
-  """How the synthetic data of all runs is built (spin_jax.datasets.synthetic)."""
-  return dict(size=None, num_train_3d=preset['num_train_3d'],
-              num_train_2d=preset['num_train_2d'], num_test=preset['num_test'],
-              image_size=preset['image_size'], seed=seed,
-              body_model=preset['body_model'])
-
-
-def train_data(config, data_dir: str, synth: dict):
-  """SPIN's input pipeline over the synthetic train splits: 'synthetic-3d'
-  (full labels) and 'synthetic-2d' (in-the-wild: 2D keypoints only), mixed
-  0.4 / 0.6 (synthetic.MIXING_GROUPS), augmented as SPIN."""
-  from spin_jax import augment, input_pipeline
-  from spin_jax.datasets import synthetic
-  sources = synthetic.sources(data_dir, 'train', **synth)
-  sizes = {n: len(src) for n, src in sources}
-  pipe = input_pipeline.InputPipeline(
-      sources, batch_size=config.batch_size, seed=config.seed, train=True,
-      weights=input_pipeline.mixing_weights(sizes, synthetic.MIXING_GROUPS),
-      augment_config=augment.AugmentConfig(img_res=config.model.img_res))
-  pipe.num_rows = pipe.num_fits_rows
-  pipe.layout = [(n, pipe.dataset_offsets[n], size)
-                 for n, size in zip(pipe.names, pipe.sizes)]
-  return pipe
-
-
-def run_config(base, run: str, static_fits_dir: str | None):
+def run_config(base, setting: str, regime: str, static_dir: str):
+  """The configuration of one (setting, regime)."""
   c = base.copy_and_resolve_references()
-  if run == '2d_only':
+  if setting not in SETTINGS:
+    raise ValueError(f'--settings: unknown {setting!r}; expected {SETTINGS}.')
+  c.data.ignore_3d = setting == 'unpaired'
+  if regime == '2d_only':
     c.run_smplify = False
     c.fits_init = 'mean'
     c.fit_threshold = 0.0  # losses >= 0: no fit is ever valid supervision
-  elif run == 'static':
+  elif regime == 'static':
     c.run_smplify = False
     c.fits_init = 'static'
-    c.static_fits_dir = static_fits_dir
-  elif run == 'inloop':
+    c.static_fits_dir = static_dir
+  elif regime in ('inloop', 'inloop_fast'):
     c.run_smplify = True
-    c.fits_init = 'smplify'
+    c.fits_init = 'static'  # SPIN's in-loop table starts from the static fits
+    c.static_fits_dir = static_dir
+    c.smplify.mode = 'faithful' if regime == 'inloop' else 'fast'
   else:
-    raise ValueError(f'--runs: unknown run {run!r}; expected {RUNS}.')
+    raise ValueError(f'--regimes: unknown {regime!r}; expected {REGIMES}.')
   return c
 
 
-def static_fits(base, workdir: str, data_dir: str, synth: dict
-                ) -> tuple[str, float]:
-  """SMPLify once over the training set from the initial prediction.
+def train_pipeline(config, sources):
+  """SPIN's input pipeline over the studio and wild splits, mixed 0.4 / 0.6."""
+  pipe = input_pipeline.InputPipeline(
+      sources, batch_size=config.batch_size, seed=config.seed, train=True,
+      weights=input_pipeline.mixing_weights(
+          {n: len(s) for n, s in sources}, synthetic.MIXING_GROUPS),
+      augment_config=augment.AugmentConfig(
+          img_res=config.model.img_res, flip_prob=config.data.flip_prob,
+          noise_factor=config.data.noise_factor),
+      ignore_3d=config.data.ignore_3d)
+  pipe.num_rows = pipe.num_fits_rows
+  pipe.layout = [(n, pipe.dataset_offsets[n], s)
+                 for n, s in zip(pipe.names, pipe.sizes)]
+  return pipe
 
-  A learning-rate-0 run with SMPLify in the loop for one epoch: the network
-  stays at its initialisation (IEF from the mean parameters), so every sample
-  gets one SMPLify fit from (about) the mean pose, stored un-augmented; the
-  table is then exported in SPIN's <dataset>_fits.npy format and frozen.
+
+# ---------------------------------------------------------------- data scans
+@dataclasses.dataclass
+class Scan:
+  """One ordered, un-augmented pass over some sources (their table order)."""
+  keypoints: np.ndarray   # (N,49,3) crop coordinates in [-1, 1] + confidence
+  pose: np.ndarray        # (N,72) true pose (stored for every split)
+  betas: np.ndarray       # (N,10)
+  index: np.ndarray       # (N,) fits-table row
+  images: np.ndarray      # (min(N, keep_images), R, R, 3) normalised crops
+
+
+def scan(sources, img_res: int, keep_images: int, batch_size: int = 64) -> Scan:
+  pipe = input_pipeline.InputPipeline(
+      sources, batch_size=batch_size, train=False,
+      augment_config=augment.AugmentConfig(img_res=img_res))
+  cols = {k: [] for k in ('keypoints', 'pose', 'betas', 'index', 'image')}
+  kept = 0
+  for batch in pipe:
+    ok = batch['valid'] > 0
+    for k in ('keypoints', 'pose', 'betas', 'index'):
+      cols[k].append(batch[k][ok])
+    take = min(int(ok.sum()), keep_images - kept)
+    if take > 0:
+      cols['image'].append(batch['image'][ok][:take])
+      kept += take
+  pipe.close()
+  images = (np.concatenate(cols['image']) if cols['image'] else
+            np.zeros((0, img_res, img_res, 3), np.float32))
+  return Scan(*(np.concatenate(cols[k]) for k in ('keypoints', 'pose', 'betas',
+                                                  'index')), images)
+
+
+def _chunks(n: int, size: int):
+  for start in range(0, n, size):
+    yield start, min(start + size, n)
+
+
+def _padded(a: np.ndarray, size: int) -> np.ndarray:
+  return np.concatenate([a, np.repeat(a[-1:], size - len(a), 0)]) if len(a) < size else a
+
+
+@jax.jit
+def _eval_joints(body_model, pose, betas):
+  return train.centred_j14(body_model, betas, pose)[0]
+
+
+def fits_error(body_model, fit_rows: np.ndarray, gt_pose: np.ndarray,
+               gt_betas: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+  """Per-sample (PA-MPJPE, MPJPE) in mm of fits rows (N,82) against the true
+  bodies, SPIN's evaluation joints (H36M regressor, J14, pelvis-centred)."""
+  pa, mp = [], []
+  for a, b in _chunks(len(fit_rows), chunk):
+    n = b - a
+    pred = np.asarray(_eval_joints(body_model, _padded(fit_rows[a:b, :72], chunk),
+                                   _padded(fit_rows[a:b, 72:], chunk)))[:n]
+    gt = np.asarray(_eval_joints(body_model, _padded(gt_pose[a:b], chunk),
+                                 _padded(gt_betas[a:b], chunk)))[:n]
+    pa.append(metrics.MM * metrics.pa_mpjpe(pred, gt))
+    mp.append(metrics.MM * metrics.mpjpe(pred, gt))
+  return np.concatenate(pa), np.concatenate(mp)
+
+
+@jax.jit
+def _score(body_model, pose, betas, keypoints):
+  return fits_lib.score_fit(body_model, pose, betas,
+                            fits_lib.keypoints_to_pixels(keypoints))[1]
+
+
+def fit_losses(body_model, fit_rows, keypoints, chunk: int = 256) -> np.ndarray:
+  """(N,) SPIN's fit score (least-squares camera, mean reprojection loss) of
+  fits rows on un-augmented crop keypoints."""
+  out = []
+  for a, b in _chunks(len(fit_rows), chunk):
+    out.append(np.asarray(_score(
+        body_model, _padded(fit_rows[a:b, :72], chunk),
+        _padded(fit_rows[a:b, 72:], chunk), _padded(keypoints[a:b], chunk)))[:b - a])
+  return np.concatenate(out)
+
+
+# ---------------------------------------------------------------- SMPLify passes
+def _smplify_rows(body_model, prior, init_fn, scan_: Scan, cfg, batch: int,
+                  fallback: np.ndarray) -> np.ndarray:
+  """(N,82) SMPLify results over a scan; init_fn(a, b) -> FitParams."""
+  fn = jax.jit(lambda m, p, init, kp: smplify_lib.smplify(m, p, init, kp, cfg))
+  rows = []
+  for a, b in _chunks(len(scan_.index), batch):
+    n = b - a
+    init = jax.tree.map(lambda x: _padded(np.asarray(x), batch), init_fn(a, b))
+    kp = fits_lib.keypoints_to_pixels(_padded(scan_.keypoints[a:b], batch))
+    res = fn(body_model, prior, init, kp)
+    p = res.params
+    r = np.concatenate([np.asarray(p.global_orient), np.asarray(p.body_pose),
+                        np.asarray(p.betas)], -1)[:n]
+    bad = ~np.all(np.isfinite(r), -1)
+    r[bad] = fallback[a:b][bad]
+    rows.append(r)
+  return np.concatenate(rows).astype(np.float32)
+
+
+def static_fits(config, sources, layout, out_dir: str, body_model, prior,
+                batch: int) -> None:
+  """SMPLify (faithful) once from the initial network's prediction (eval
+  mode, the un-augmented crop), written as SPIN's <dataset>_fits.npy files."""
+  if all(os.path.isfile(os.path.join(out_dir, f'{n}_fits.npy')) for n, _, _ in layout):
+    return
+  model = train.create_model(config)
+  model.eval()
+  graphdef, state = nnx.split(model)
+  cfg = smplify_lib.SMPLifyConfig(mode='faithful')
+
+  @jax.jit
+  def fit(state, images, keypoints, body_model, prior):
+    pred = nnx.merge(graphdef, state)(images)
+    res = train.smplify_from_prediction(
+        pred, fits_lib.keypoints_to_pixels(keypoints), body_model, prior, cfg)
+    p = res.params
+    return jnp.concatenate([p.global_orient, p.body_pose, p.betas], -1)
+
+  table = np.zeros((max(off + n for _, off, n in layout), 82), np.float32)
+  pipe = input_pipeline.InputPipeline(
+      sources, batch_size=batch, train=False,
+      augment_config=augment.AugmentConfig(img_res=config.model.img_res))
+  for b in pipe:
+    rows = np.asarray(fit(state, b['image'], b['keypoints'], body_model, prior))
+    ok = (b['valid'] > 0) & np.all(np.isfinite(rows), -1)
+    table[b['index'][ok]] = rows[ok]  # rows SMPLify failed on stay at 0 (rest pose)
+  pipe.close()
+  os.makedirs(out_dir, exist_ok=True)
+  for name, off, n in layout:
+    path = os.path.join(out_dir, f'{name}_fits.npy')
+    fileio.atomic_write_bytes(path, _npy_bytes(table[off:off + n]))
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  np.save(buf, a)
+  return buf.getvalue()
+
+
+def fits_floor(body_model, prior, wild: Scan, batch: int) -> dict[str, float]:
+  """SMPLify from the TRUE bodies on wild keypoints: PA-MPJPE (mm) of the
+  result, per mode (the objective's floor: what a perfect start gives)."""
+  n = len(wild.images)  # the probe subset
+  sub = Scan(wild.keypoints[:n], wild.pose[:n], wild.betas[:n], wild.index[:n],
+             wild.images)
+  truth = np.concatenate([sub.pose, sub.betas], -1)
+
+  @jax.jit
+  def true_camera(m, pose, betas, kp):
+    return fits_lib.score_fit(m, pose, betas, fits_lib.keypoints_to_pixels(kp))[0]
+
+  def init_fn(a, b):
+    cam = true_camera(body_model, sub.pose[a:b], sub.betas[a:b], sub.keypoints[a:b])
+    return smplify_lib.FitParams(global_orient=sub.pose[a:b, :3],
+                                 body_pose=sub.pose[a:b, 3:], betas=sub.betas[a:b],
+                                 camera_translation=np.asarray(cam))
+  out = {}
+  for mode in ('faithful', 'fast'):
+    rows = _smplify_rows(body_model, prior, init_fn, sub,
+                         smplify_lib.SMPLifyConfig(mode=mode), batch, truth)
+    out[mode] = float(np.mean(fits_error(body_model, rows, sub.pose, sub.betas)[0]))
+  return out
+
+
+# ---------------------------------------------------------------- the probe
+class Probe:
+  """eval hook: measures the network and the fits table, keeps the curve.
+
+  The curve lives in <run_dir>/curve.json (rewritten atomically, one point
+  per step, so a resumed run continues it).
   """
-  from spin_jax import train
-  c = base.copy_and_resolve_references()
-  c.run_smplify = True
-  c.fits_init = 'smplify'
-  c.learning_rate = 0.0
-  epoch = -(-c.data.synthetic_train_size // c.batch_size)
-  c.num_train_steps = epoch
-  c.checkpoint_every = epoch
-  c.log_every = max(1, epoch // 5)
-  t0 = time.time()
-  train.train_and_evaluate(c, workdir, train_data=train_data(c, data_dir, synth))
-  fits_dir = os.path.join(workdir, 'fits')
-  if not os.path.isdir(fits_dir):
-    raise FileNotFoundError(f'{fits_dir}: the static-fit pass wrote no fits.')
-  return fits_dir, time.time() - t0
+
+  def __init__(self, run_dir, graphdef, test: Scan, wild: Scan, wild_offset,
+               curve_test_size, final_step, fit_threshold, batch, mesh):
+    self.path = os.path.join(run_dir, 'curve.json')
+    self.eval_fn = train.make_eval_fn(graphdef)
+    self.test, self.wild, self.wild_offset = test, wild, wild_offset
+    self.curve_test_size = curve_test_size
+    self.final_step = final_step
+    self.fit_threshold = fit_threshold
+    self.batch, self.mesh = batch, mesh
+    self.points = {}
+    if os.path.isfile(self.path):
+      with open(self.path) as f:
+        self.points = {int(p['step']): p for p in json.load(f)}
+
+  def _network(self, state, body_model, images, pose, betas):
+    def batches():
+      for a, b in _chunks(len(images), self.batch):
+        valid = np.zeros(self.batch, np.float32)
+        valid[:b - a] = 1
+        yield dict(image=_padded(images[a:b], self.batch),
+                   pose=_padded(pose[a:b], self.batch),
+                   betas=_padded(betas[a:b], self.batch), valid=valid)
+    return train.evaluate(self.eval_fn, state, batches(), body_model, self.mesh)
+
+  def __call__(self, step, state, body_model):
+    t0 = time.time()
+    n = self.curve_test_size if step < self.final_step else len(self.test.images)
+    test = self._network(state, body_model, self.test.images[:n],
+                         self.test.pose[:n], self.test.betas[:n])
+    k = len(self.wild.images)
+    net = self._network(state, body_model, self.wild.images, self.wild.pose[:k],
+                        self.wild.betas[:k])
+    rows = np.asarray(parallel.to_host(state.fits.params))[
+        self.wild.index + self.wild_offset]
+    fit_pa, fit_mp = fits_error(body_model, rows, self.wild.pose, self.wild.betas)
+    loss = fit_losses(body_model, rows, self.wild.keypoints)
+    point = dict(step=int(step), test_pa_mpjpe=test['pa_mpjpe'],
+                 test_mpjpe=test['mpjpe'], test_pve=test['pve'],
+                 test_size=int(n), fits_pa_mpjpe=float(fit_pa.mean()),
+                 fits_mpjpe=float(fit_mp.mean()),
+                 fits_subset_pa_mpjpe=float(fit_pa[:k].mean()),
+                 net_train2d_pa_mpjpe=net['pa_mpjpe'],
+                 valid_fraction=float(np.mean(loss < self.fit_threshold)),
+                 load_avg=os.getloadavg()[0], probe_s=time.time() - t0)
+    self.points[int(step)] = point
+    fileio.atomic_write_json(self.path, [self.points[s] for s in sorted(self.points)])
+    print(f'  step {step:5d}: test PA-MPJPE {point["test_pa_mpjpe"]:.1f} '
+          f'(n={n}), fits {point["fits_pa_mpjpe"]:.1f}, net on wild train '
+          f'{point["net_train2d_pa_mpjpe"]:.1f}, valid {point["valid_fraction"]:.2f}',
+          flush=True)
+    return {k2: point[k2] for k2 in ('test_pa_mpjpe', 'fits_pa_mpjpe',
+                                     'net_train2d_pa_mpjpe', 'valid_fraction')}
 
 
-def evaluate_run(workdir: str, data_dir: str, synth: dict, batch_size: int):
-  from spin_jax import evaluate, inference
-  from spin_jax.datasets import synthetic
-  loaded = inference.load_model(workdir)
-  predictor = inference.Predictor(loaded.model, loaded.body_model)
-  source = synthetic.data_source(data_dir, 'test', **synth)
-  n = len(source)
-  examples = (source[i] for i in range(n))
-  summary = evaluate.evaluate(
-      predictor, evaluate.batched(examples, batch_size, predictor.img_res),
-      'synthetic', body_model=loaded.body_model, batch_size=batch_size,
-      num_examples=n, results_file=os.path.join(workdir, 'eval_synthetic.npz'),
-      progress=False)
-  return summary
+# ---------------------------------------------------------------- one run
+def run_one(run_dir, config, sources, test, wild, wild_offset, preset, mesh,
+            body_model, prior) -> dict:
+  """Trains one (setting, regime, seed), resuming; returns its result."""
+  result_path = os.path.join(run_dir, 'result.json')
+  if os.path.isfile(result_path):
+    with open(result_path) as f:
+      return json.load(f)
+  graphdef = train.split_model(train.create_model(config))[0]
+  probe = Probe(run_dir, graphdef, test, wild, wild_offset,
+                preset['curve_test_size'], config.num_train_steps,
+                config.fit_threshold, preset['eval_batch_size'], mesh)
+  wall, cpu = time.time(), time.process_time()
+  train.train_and_evaluate(config, run_dir, body_model=body_model, prior=prior,
+                           train_data=train_pipeline(config, sources),
+                           eval_data=None, eval_hooks=(probe,))
+  points = [probe.points[s] for s in sorted(probe.points)]
+  final = points[-1]
+  if final['step'] != config.num_train_steps:
+    raise RuntimeError(f'{run_dir}: training ended at step {final["step"]}, '
+                       f'expected {config.num_train_steps}.')
+  result = dict(pa_mpjpe=final['test_pa_mpjpe'], mpjpe=final['test_mpjpe'],
+                pve=final['test_pve'],
+                curve={k: [p[k] for p in points] for k in ('step',) + CURVE_KEYS},
+                wall_s=time.time() - wall, cpu_s=time.process_time() - cpu,
+                mean_load=float(np.mean([p['load_avg'] for p in points])))
+  fileio.atomic_write_json(result_path, result)
+  return result
+
+
+# ---------------------------------------------------------------- summary
+def summarise(results: dict, settings_info: dict, floor: dict, machine_: str) -> dict:
+  """results[setting][regime][seed] -> the JSON of the module docstring."""
+  out = {}
+  for setting, regimes in results.items():
+    out[setting] = {}
+    for regime, seeds in regimes.items():
+      runs = [seeds[s] for s in sorted(seeds)]
+      pa = [r['pa_mpjpe'] for r in runs]
+      entry = dict(pa_mpjpe=float(np.mean(pa)),
+                   pa_mpjpe_std=float(np.std(pa, ddof=1)) if len(pa) > 1 else 0.0,
+                   pa_mpjpe_seeds=pa, seeds=sorted(seeds),
+                   mpjpe=float(np.mean([r['mpjpe'] for r in runs])),
+                   pve=float(np.mean([r['pve'] for r in runs])),
+                   wall_s=float(np.sum([r['wall_s'] for r in runs])))
+      curve = {'step': runs[0]['curve']['step']}
+      for k in CURVE_KEYS:
+        curve[k] = np.mean([r['curve'][k] for r in runs], 0).tolist()
+      entry['curve'] = curve
+      entry['curve_seeds'] = {s: seeds[s]['curve'] for s in sorted(seeds)}
+      out[setting][regime] = entry
+    have = [r for r in REGIMES if r in out[setting]]
+    if {'2d_only', 'static', 'inloop'} <= set(have):
+      p = {r: out[setting][r]['pa_mpjpe'] for r in have}
+      out[setting]['paper_order_holds'] = bool(
+          p['inloop'] < p['static'] < p['2d_only'])
+  out['fits_floor_pa_mpjpe'] = floor.get('faithful')
+  out['fits_floor_pa_mpjpe_fast'] = floor.get('fast')
+  out['settings'] = settings_info
+  out['machine'] = machine_
+  return out
+
+
+def markdown_table(out: dict) -> str:
+  lines = ['| setting | regime | PA-MPJPE (mm) | MPJPE | PVE | fits PA-MPJPE start -> end | '
+           'valid fits end |', '|---|---|---|---|---|---|---|']
+  for setting in SETTINGS:
+    for regime in REGIMES:
+      e = out.get(setting, {}).get(regime)
+      if not e:
+        continue
+      c = e['curve']
+      lines.append(
+          f"| {setting} | {regime} | {e['pa_mpjpe']:.1f} +- {e['pa_mpjpe_std']:.1f} | "
+          f"{e['mpjpe']:.1f} | {e['pve']:.1f} | {c['fits_pa_mpjpe'][0]:.1f} -> "
+          f"{c['fits_pa_mpjpe'][-1]:.1f} | {c['valid_fraction'][-1]:.2f} |")
+  return '\n'.join(lines)
+
+
+def plot(out: dict, path: str) -> None:
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  settings = [s for s in SETTINGS if s in out]
+  fig, axes = plt.subplots(len(settings), 2, figsize=(11, 3.6 * len(settings)),
+                           squeeze=False)
+  colours = dict(zip(REGIMES, ('tab:grey', 'tab:blue', 'tab:red', 'tab:orange')))
+  for row, setting in zip(axes, settings):
+    for regime in REGIMES:
+      e = out[setting].get(regime)
+      if not e:
+        continue
+      c = e['curve']
+      row[0].plot(c['step'], c['test_pa_mpjpe'], color=colours[regime],
+                  label=f"{regime} ({e['pa_mpjpe']:.1f})")
+      if regime != '2d_only':
+        row[1].plot(c['step'], c['fits_pa_mpjpe'], color=colours[regime],
+                    label=f'{regime}: fits table')
+      row[1].plot(c['step'], c['net_train2d_pa_mpjpe'], color=colours[regime],
+                  ls='--', label=f'{regime}: network')
+    if out.get('fits_floor_pa_mpjpe'):
+      row[1].axhline(out['fits_floor_pa_mpjpe'], color='k', ls=':',
+                     label='SMPLify from the truth')
+    row[0].set_title(f'{setting}: test PA-MPJPE (mm)')
+    row[1].set_title(f'{setting}: wild training images, PA-MPJPE (mm)')
+    for ax in row:
+      ax.set_xlabel('step')
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=7)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path + '.tmp.png', dpi=90)
+  os.replace(path + '.tmp.png', path)
+  plt.close(fig)
 
 
 def machine() -> str:
-  import jax
   dev = jax.devices()[0]
   kind = getattr(dev, 'device_kind', dev.platform)
   cpu = platform.processor() or platform.machine()
@@ -190,55 +564,87 @@ def machine() -> str:
           f'{os.cpu_count()} cores; jax {jax.__version__}')
 
 
+# ---------------------------------------------------------------- main
+def run_experiment(preset_name: str, workdir: str, out_path: str,
+                   figure_path: str = '', settings=SETTINGS, regimes=REGIMES,
+                   seeds=None, fresh: bool = False) -> dict:
+  """Runs (or resumes) every (seed, setting, regime); writes the JSON."""
+  preset = dict(PRESETS[preset_name])
+  seeds = tuple(int(s) for s in (seeds or preset['seeds']))
+  workdir = os.path.abspath(workdir)
+  if fresh and os.path.isdir(workdir):
+    shutil.rmtree(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  # Runs of the same regime compile the same programs: keep them on disk.
+  jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'jax_cache'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+  t_start, cpu_start = time.time(), time.process_time()
+  data_dir = os.path.join(workdir, 'data')
+  synth = synthetic_kwargs(preset)
+  sources = synthetic.sources(data_dir, 'train', **synth)
+  test_sources = synthetic.sources(data_dir, 'test', **synth)
+  mesh = parallel.make_mesh()
+  body_model = smpl_io.resolve_body_model(preset['body_model'])
+  base0 = base_config(preset, data_dir, seeds[0])
+  prior = train._load_prior(base0)  # pylint: disable=protected-access
+  layout_pipe = train_pipeline(base0, sources)
+  layout, wild_offset = layout_pipe.layout, layout_pipe.dataset_offsets['synthetic-2d']
+  layout_pipe.close()
+
+  res = preset['img_res']
+  print('scanning the data ...', flush=True)
+  wild = scan([(n, src) for n, src in sources if n == 'synthetic-2d'], res, keep_images=preset['probe_size'])
+  test = scan(test_sources, res, keep_images=preset['num_test'])
+  floor_path = os.path.join(workdir, 'fits_floor.json')
+  if not os.path.isfile(floor_path):
+    fileio.atomic_write_json(floor_path, fits_floor(
+        body_model, prior, wild, preset['eval_batch_size']))
+  with open(floor_path) as f:
+    floor = json.load(f)
+
+  results = {s: {r: {} for r in regimes} for s in settings}
+  settings_info = dict(preset=preset_name, **{k: v for k, v in preset.items()},
+                       data=dict(synth, studio=dataclasses.asdict(synthetic.STUDIO),
+                                 wild=dataclasses.asdict(synthetic.WILD)),
+                       lr_schedule='cosine', data_seed=DATA_SEED)
+  for seed in seeds:
+    base = base_config(preset, data_dir, seed)
+    static_dir = os.path.join(workdir, 'static_fits', f'seed{seed}')
+    static_fits(base, sources, layout, static_dir, body_model, prior,
+                preset['eval_batch_size'])
+    for setting in settings:
+      for regime in regimes:
+        run_dir = os.path.join(workdir, setting, regime, f'seed{seed}')
+        print(f'== {setting} / {regime} / seed {seed}', flush=True)
+        config = run_config(base, setting, regime, static_dir)
+        results[setting][regime][seed] = run_one(
+            run_dir, config, sources, test, wild, wild_offset, preset, mesh,
+            body_model, prior)
+        r = results[setting][regime][seed]
+        print(f'   PA-MPJPE {r["pa_mpjpe"]:.1f}, MPJPE {r["mpjpe"]:.1f}, '
+              f'{r["wall_s"]:.0f} s', flush=True)
+        settings_info['wall_s_this_call'] = time.time() - t_start
+        settings_info['cpu_s_this_call'] = time.process_time() - cpu_start
+        partial = {s: {g: v for g, v in rs.items() if v}
+                   for s, rs in results.items()}
+        out = summarise({s: rs for s, rs in partial.items() if rs},
+                        settings_info, floor, machine())
+        out['complete'] = False
+        fileio.atomic_write_json(out_path, out, indent=1)
+  out['complete'] = True
+  out['settings']['total_run_wall_s'] = float(sum(
+      r['wall_s'] for rs in results.values() for g in rs.values() for r in g.values()))
+  fileio.atomic_write_json(out_path, out, indent=1)
+  if figure_path:
+    plot(out, figure_path)
+  print(markdown_table(out))
+  return out
+
+
 def main(argv):
   del argv
-  from spin_jax import evaluate, train
-  preset = dict(PRESETS[_PRESET.value])
-  if _STEPS.value:
-    preset['num_train_steps'] = _STEPS.value
-  workdir = os.path.abspath(_WORKDIR.value)
-  if _FRESH.value and os.path.isdir(workdir):
-    shutil.rmtree(workdir)
-  data_dir = os.path.join(workdir, 'data')  # one synthetic build for all runs
-  synth = synthetic_kwargs(preset, _SEED.value)
-  base = base_config(preset, data_dir, _SEED.value)
-  runs = [r for r in RUNS if r in _RUNS.value]
-  timings = {}
-  fits_dir = None
-  if 'static' in runs:
-    fits_dir, timings['static_fits_s'] = static_fits(
-        base, os.path.join(workdir, 'static_fit_pass'), data_dir, synth)
-  results = {}
-  for run in runs:
-    run_dir = os.path.join(workdir, run)
-    t0 = time.time()
-    config = run_config(base, run, fits_dir)
-    train.train_and_evaluate(config, run_dir,
-                             train_data=train_data(config, data_dir, synth))
-    timings[f'{run}_train_s'] = time.time() - t0
-    s = evaluate_run(run_dir, data_dir, synth, preset['eval_batch_size'])
-    results[run] = {k: round(float(s[k]), 2) for k in ('pa_mpjpe', 'mpjpe',
-                                                       'pve') if k in s}
-    print(f'{run:>8s}: ' + ', '.join(f'{k} {v:.1f}' for k, v in
-                                     results[run].items()), flush=True)
-  settings = dict(preset=_PRESET.value, seed=_SEED.value, **preset,
-                  static_fits='SMPLify once from the initial prediction '
-                              '(lr-0 pass, one epoch)',
-                  test_split='synthetic test',
-                  timings_s={k: round(v, 1) for k, v in timings.items()})
-  out = dict(results, settings=settings, machine=machine())
-  print('\n| run | PA-MPJPE | MPJPE | PVE |\n|---|---|---|---|')
-  for run in runs:
-    r = results[run]
-    print(f"| {run} | {r.get('pa_mpjpe', float('nan')):.1f} | "
-          f"{r.get('mpjpe', float('nan')):.1f} | {r.get('pve', float('nan')):.1f} |")
-  if all(r in results for r in RUNS):
-    pa = [results[r]['pa_mpjpe'] for r in RUNS]
-    holds = pa[2] < pa[1] < pa[0]
-    out['paper_order_holds'] = bool(holds)
-    print('inloop < static < 2d_only (PA-MPJPE):', holds)
-  evaluate.write_json(_OUT.value, out)
-  print(json.dumps(out))
+  run_experiment(_PRESET.value, _WORKDIR.value, _OUT.value, _FIGURE.value,
+                 _SETTINGS.value, _REGIMES.value, _SEEDS.value, _FRESH.value)
 
 
 if __name__ == '__main__':

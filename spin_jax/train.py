@@ -139,6 +139,24 @@ def _stop(x):
   return jax.lax.stop_gradient(x)
 
 
+def smplify_from_prediction(pred, keypoints_px, body_model, prior,
+                            config: smplify_lib.SMPLifyConfig
+                            ) -> smplify_lib.SMPLifyResult:
+  """SMPLify started from the regressor's (detached) prediction, as SPIN.
+
+  pred: the regressor's rotmat (B,24,3,3), betas (B,10), cam (B,3);
+  keypoints_px: (B,49,3) pixels of the 224 crop with confidences.
+  """
+  b = pred['rotmat'].shape[0]
+  aa = rotations.matrix_to_axis_angle(_stop(pred['rotmat'])).reshape(b, 72)
+  aa = jnp.where(jnp.isfinite(aa), aa, 0.0)
+  init = smplify_lib.FitParams(
+      global_orient=aa[:, :3], body_pose=aa[:, 3:], betas=_stop(pred['betas']),
+      camera_translation=camera.weak_perspective_to_translation(
+          _stop(pred['cam'])))
+  return smplify_lib.smplify(body_model, prior, init, keypoints_px, config)
+
+
 def compute_targets(pred, batch, fits_table, body_model, prior, cfg: StepConfig):
   """Steps 2-4 and 7-8 of SPIN's loop: fits in, better fits out, targets.
 
@@ -156,14 +174,7 @@ def compute_targets(pred, batch, fits_table, body_model, prior, cfg: StepConfig)
   old_loss = jnp.where(old_has & jnp.isfinite(old_loss), old_loss, jnp.inf)
 
   if cfg.run_smplify:
-    b = pred['rotmat'].shape[0]
-    aa = rotations.matrix_to_axis_angle(_stop(pred['rotmat'])).reshape(b, 72)
-    aa = jnp.where(jnp.isfinite(aa), aa, 0.0)
-    init = smplify_lib.FitParams(
-        global_orient=aa[:, :3], body_pose=aa[:, 3:], betas=_stop(pred['betas']),
-        camera_translation=camera.weak_perspective_to_translation(
-            _stop(pred['cam'])))
-    res = smplify_lib.smplify(body_model, prior, init, kp_px, cfg.smplify)
+    res = smplify_from_prediction(pred, kp_px, body_model, prior, cfg.smplify)
     new_pose = jnp.concatenate([res.params.global_orient, res.params.body_pose], -1)
     new_betas = res.params.betas
     new_finite = (jnp.all(jnp.isfinite(new_pose), -1)
@@ -402,6 +413,23 @@ def load_for_inference(path: str, step: int | None = None):
 
 
 # ------------------------------------------------------------------- eval
+def centred_j14(body_model, betas, rotmats_or_pose):
+  """SPIN's evaluation joints: (J14 (B,14,3), vertices (B,V,3)), both centred
+  on the pelvis of the H36M regressor (its joint 0).
+
+  rotmats_or_pose: rotation matrices (B,24,3,3) or axis-angle (B,72).
+  """
+  if rotmats_or_pose.ndim == 4:
+    body = smpl.forward(body_model, betas, rotmats_or_pose[:, 1:],
+                        rotmats_or_pose[:, :1])
+  else:
+    body = smpl.forward(body_model, betas, rotmats_or_pose[:, 3:],
+                        rotmats_or_pose[:, :3])
+  joints = smpl.h36m_joints(body_model, body.vertices)    # (B,17,3)
+  pelvis = joints[:, :1]
+  return (joints - pelvis)[:, jnp.asarray(constants.H36M_TO_J14)], body.vertices - pelvis
+
+
 def make_eval_fn(graphdef):
   """Jitted eval forward -> (pred J14, GT J14, pred vertices, GT vertices).
 
@@ -409,25 +437,12 @@ def make_eval_fn(graphdef):
   centred on its joint 0, 14 joints; GT from the GT SMPL parameters through
   the same body model. Vertices are centred on the same pelvis (for PVE).
   """
-  j14 = jnp.asarray(constants.H36M_TO_J14)
-
-  def centred(body_model, betas, rotmats_or_pose):
-    if rotmats_or_pose.ndim == 4:
-      body = smpl.forward(body_model, betas, rotmats_or_pose[:, 1:],
-                          rotmats_or_pose[:, :1])
-    else:
-      body = smpl.forward(body_model, betas, rotmats_or_pose[:, 3:],
-                          rotmats_or_pose[:, :3])
-    joints = smpl.h36m_joints(body_model, body.vertices)    # (B,17,3)
-    pelvis = joints[:, :1]
-    return (joints - pelvis)[:, j14], body.vertices - pelvis
-
   def fn(params, model_state, images, pose, betas, body_model):
     model = nnx.merge(graphdef, params, model_state, copy=True)
     model.eval()
     pred = model(images)
-    pj, pv = centred(body_model, pred['betas'], pred['rotmat'])
-    gj, gv = centred(body_model, betas, pose)
+    pj, pv = centred_j14(body_model, pred['betas'], pred['rotmat'])
+    gj, gv = centred_j14(body_model, betas, pose)
     return pj, gj, pv, gv
 
   return jax.jit(fn)
@@ -559,7 +574,7 @@ def export_fits(state: TrainState, layout, out_dir: str) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        body_model=None, prior=None, train_data=None,
-                       eval_data=None) -> dict[str, float]:
+                       eval_data=None, eval_hooks=()) -> dict[str, float]:
   """Trains (resuming from workdir's last checkpoint) and evaluates.
 
   Args:
@@ -571,6 +586,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       ([(dataset, table offset, size)]) and `steps_per_epoch`.
     eval_data: override the validation data: a callable returning an
       iterable of numpy batches (image, pose, betas), or None to skip.
+    eval_hooks: callables `hook(step, state, body_model) -> dict | None` run
+      with every evaluation (step 0, every config.eval_every steps, the last
+      step, and the step a run resumes at); their scalars are logged with
+      the evaluation's (e.g. experiments/spin_effect.py measures the fits).
   Returns:
     The last logged training metrics and the last evaluation (eval/...).
   """
@@ -631,12 +650,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     bar = tqdm(total=num_steps, initial=step, desc='train', unit='step',
                dynamic_ncols=True)
 
+  evaluated = []  # steps evaluated in this call
+
   def do_eval(step):
-    if eval_fn is None:
-      return {}
-    res = evaluate(eval_fn, state, eval_data(), body_model, mesh,
-                   config.data.eval_size)
-    res = {f'eval/{k}': v for k, v in res.items()}
+    evaluated.append(step)
+    res = {}
+    if eval_fn is not None:
+      res = evaluate(eval_fn, state, eval_data(), body_model, mesh,
+                     config.data.eval_size)
+      res = {f'eval/{k}': v for k, v in res.items()}
+    for hook in eval_hooks:
+      res.update({f'eval/{k}': v for k, v in (hook(step, state, body_model)
+                                               or {}).items()})
+    if not res:
+      return res
     if writer:
       for k, v in res.items():
         writer.add_scalar(k, v, step)
@@ -644,10 +671,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return res
 
   last, last_eval, first_eval = {}, {}, {}
-  if step == 0 and eval_fn is not None:
+  evaluates = eval_fn is not None or bool(eval_hooks)
+  if step == 0 and evaluates:
     # Where training starts from, so the logs show what it changed.
     first_eval = {k.replace('eval/', 'eval_start/'): v
                   for k, v in do_eval(0).items()}
+  elif evaluates and config.eval_every > 0 and (
+      step % config.eval_every == 0 or step == num_steps):
+    # Resumed at an evaluation step: a kill between the checkpoint and the
+    # evaluation must not lose that evaluation.
+    last_eval = do_eval(step)
   window_t, window_steps = time.time(), 0
   data_state = train_data.get_state()
   try:
@@ -717,7 +750,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   save_checkpoint(ckpt, state, data_state, config)
   if lead:
     export_fits(state, train_data.layout, os.path.join(workdir, 'fits'))
-  if eval_fn is not None and (config.eval_every <= 0 or step % config.eval_every):
+  if evaluates and step not in evaluated:
     last_eval = do_eval(step)
   if writer:
     writer.close()
@@ -758,7 +791,8 @@ def data_sources(config, workdir: str, names, split: str):
         config.data.synthetic_train_size, config.data.synthetic_test_size,
         config.model.img_res, seed=config.seed, body_model=config.body_model,
         appearance=config.data.get('synthetic_appearance', 'clothes'),
-        pose_scale=config.data.get('synthetic_pose_scale', 1.0))
+        pose_scale=config.data.get('synthetic_pose_scale', 1.0),
+        domains=config.data.get('synthetic_domains', 'same'))
     return synthetic.sources(data_dir, split, **kwargs)
   from spin_jax import datasets
   return [(n, datasets.data_source(n, data_dir)) for n in names]

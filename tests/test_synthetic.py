@@ -158,7 +158,7 @@ def _render_bones(model, appearance, seed, size=192):
   bones = synthetic.face_bones(model)
   synthetic._init_worker(faces, synthetic._face_parts(model), bones)
   jpeg = synthetic._render_job((verts, transl[0], float(focal[0]), center, size, seed, 1,
-                                appearance))
+                                appearance, 'random'))
   img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] / 255.0
   frags = render.rasterize(verts + transl[0], faces, float(focal[0]), center, (size, size))
   bone_img = np.where(frags.mask, bones[np.maximum(frags.face_index, 0)].astype(int), -1)

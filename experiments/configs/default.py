@@ -45,6 +45,9 @@ def get_config(mode: str = '') -> ml_collections.ConfigDict:
   c.data.synthetic_appearance = 'clothes'
   # < 1 narrows the synthetic poses around the pose prior's 8 modes (easy).
   c.data.synthetic_pose_scale = 1.0
+  # 'studio_wild': 3D labels only on a narrow studio split, the 2D-only and test
+  # splits in the wild (SPIN's data situation; experiments/spin_effect.py).
+  c.data.synthetic_domains = 'same'
   c.data.eval_split = 'synthetic_test'
   c.data.eval_size = 256          # samples of the validation split per evaluation
   # Training augmentation (SPIN: flip 0.5, per-channel pixel noise U[0.6, 1.4];

@@ -33,6 +33,20 @@ defaults, and the config name records any change):
   the simple sampler scales around its mean pose). The mean-pose baseline
   error drops with it.
 
+Domains (SyntheticConfig.domains), for the SPIN-effect experiment
+(experiments/spin_effect.py), chosen once and not tuned to its results:
+- 'same' (the default): every split is drawn from one scene, `Scene()` with
+  the config's pose_scale: the sampling described above.
+- 'studio_wild': SPIN's data situation. 'train_3d' is a STUDIO (like Human3.6M
+  / MPI-INF-3DHP): poses from 3 of the prior's 8 modes (the heaviest:
+  standing, walking, sitting) at 0.6 of their spread, mostly frontal views
+  (yaw U(-45, 45) deg), 5 fixed body shapes (subjects), plain backgrounds, no
+  truncation. 'train_2d' and 'test' are IN THE WILD (like LSP / MPII / COCO
+  and 3DPW): the full prior, all viewpoints, a new body shape per person,
+  varied backgrounds, and 25 % of the people placed partly outside the frame
+  (the middle of the body 0.3-0.5 image sizes off-centre).
+  See `Scene`, `STUDIO` and `WILD`.
+
 Splits (mimicking SPIN's mix):
 - 'train_3d': full labels (has_smpl = 1, has_pose_3d = 1), like H36M / 3DHP;
 - 'train_2d': in-the-wild style: has_smpl = 0, has_pose_3d = 0 (pose, shape and S
@@ -96,6 +110,32 @@ SIZES = {
                   image_size=256),
 }
 APPEARANCES = ('clothes', 'parts')
+DOMAINS = ('same', 'studio_wild')
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+  """How the people, cameras and backgrounds of one split are drawn.
+
+  pose_scale: deviation from each GMM sample's component mean x this.
+  pose_modes: GMM components drawn from (renormalised weights); () = all.
+  yaw: 'any' (70 % N(0, 45 deg), 30 % uniform) or 'front' (U(-45, 45) deg).
+  num_subjects: 0 = betas ~ N(0, 1) per person; k = one of k fixed shapes.
+  background: 'random' (gradients, noise, patches) or 'plain' (one colour).
+  truncation: fraction of people placed partly outside the frame.
+  """
+  pose_scale: float = 1.0
+  pose_modes: tuple[int, ...] = ()
+  yaw: str = 'any'
+  num_subjects: int = 0
+  background: str = 'random'
+  truncation: float = 0.0
+
+
+# The 'studio_wild' domains (module docstring). Chosen before any result.
+STUDIO = Scene(pose_scale=0.6, pose_modes=(0, 1, 2), yaw='front',
+               num_subjects=5, background='plain')
+WILD = Scene(truncation=0.25)
 _SPLIT_IDS = {s: k for k, s in enumerate(SPLITS)}
 _CHUNK = 64  # examples per body-model forward pass / per pool task batch
 
@@ -113,6 +153,13 @@ class SyntheticConfig:
   # 'parts': a fixed colour per skinning bone (PART_PALETTE), see the docstring.
   appearance: str = 'clothes'
   pose_scale: float = 1.0       # pose spread around the prior's modes (1 = the prior)
+  domains: str = 'same'         # 'same' or 'studio_wild' (see the module docstring)
+
+  def scene(self, split: str) -> Scene:
+    """The scene `split` is drawn from."""
+    if self.domains == 'studio_wild':
+      return STUDIO if split == 'train_3d' else WILD
+    return Scene(pose_scale=self.pose_scale)
 
   @property
   def name(self) -> str:
@@ -122,7 +169,8 @@ class SyntheticConfig:
             f'_px{self.image_size}_seed{self.seed}_{bm}'
             + (f'_ss{self.supersample}' if self.supersample != 1 else '')
             + (f'_{self.appearance}' if self.appearance != 'clothes' else '')
-            + (f'_ps{self.pose_scale:g}' if self.pose_scale != 1.0 else ''))
+            + (f'_ps{self.pose_scale:g}' if self.pose_scale != 1.0 else '')
+            + ('_studio_wild' if self.domains == 'studio_wild' else ''))
 
   def num_examples(self, split: str) -> int:
     return dict(train_3d=self.num_train_3d, train_2d=self.num_train_2d,
@@ -148,6 +196,11 @@ def make_config(size: str | None = None, **overrides) -> SyntheticConfig:
     raise ValueError(f'pose_scale must lie in [0, 1], got {cfg.pose_scale}')
   if cfg.appearance not in APPEARANCES:
     raise ValueError(f'appearance {cfg.appearance!r}: expected one of {APPEARANCES}')
+  if cfg.domains not in DOMAINS:
+    raise ValueError(f'domains {cfg.domains!r}: expected one of {DOMAINS}')
+  if cfg.domains != 'same' and cfg.pose_scale != 1.0:
+    raise ValueError(f'pose_scale {cfg.pose_scale} applies to domains=same only; '
+                     f'{cfg.domains!r} fixes each split\'s scene (synthetic.STUDIO / WILD)')
   return cfg
 
 
@@ -209,18 +262,25 @@ def _gmm_prior():
   return means, chol, weights / weights.sum()
 
 
-def gmm_pose_sampler(rng: np.random.Generator, n: int, scale: float = 1.0
-                     ) -> np.ndarray | None:
+def gmm_pose_sampler(rng: np.random.Generator, n: int, scale: float = 1.0,
+                     modes: tuple[int, ...] = ()) -> np.ndarray | None:
   """(n, 69) samples of the default GMM pose prior, or None without the asset.
 
   scale multiplies each sample's deviation from its mixture component's mean
   (the components' covariances by scale**2): < 1 concentrates the poses around
-  the prior's 8 modes, 1 samples the prior itself.
+  the prior's 8 modes, 1 samples the prior itself. modes: the components to
+  draw from (their weights renormalised); () = all.
   """
   gmm = _gmm_prior()
   if gmm is None:
     return None
   means, chol, weights = gmm
+  if modes:
+    if not all(0 <= m < len(weights) for m in modes):
+      raise ValueError(f'pose modes {modes}: the prior has {len(weights)} components')
+    weights = np.zeros_like(weights)
+    weights[list(modes)] = gmm[2][list(modes)]
+    weights = weights / weights.sum()
   k = rng.choice(len(weights), size=n, p=weights)
   z = rng.standard_normal((n, means.shape[1]))
   return means[k] + float(scale) * np.einsum('nij,nj->ni', chol[k], z)
@@ -237,30 +297,49 @@ def mean_body_pose() -> np.ndarray:
   return weights @ means
 
 
+def subject_betas(seed: int, num_subjects: int, num_betas: int) -> np.ndarray:
+  """(num_subjects, num_betas) the fixed body shapes of a scene's subjects."""
+  rng = np.random.default_rng([seed, 7919])
+  return np.clip(rng.standard_normal((num_subjects, num_betas)), -2.5, 2.5)
+
+
 def sample_bodies(rng: np.random.Generator, n: int, num_betas: int = 10,
-                  pose_scale: float = 1.0):
+                  pose_scale: float = 1.0, scene: Scene | None = None,
+                  seed: int = 0):
   """SMPL parameters of n people in the camera frame: (pose (n, 72), betas).
 
   pose_scale: < 1 gives an easier pose distribution (1 = the prior itself):
   the GMM sampler's deviations from each sample's mixture mean (so the poses
   gather around the prior's 8 modes), or the simple sampler's deviations from
-  its mean pose, are multiplied by it.
+  its mean pose, are multiplied by it. scene (default: Scene(pose_scale))
+  also sets the pose modes, the yaw range and fixed subjects (their shapes
+  follow `seed`).
   """
-  body_pose = gmm_pose_sampler(rng, n, pose_scale)
+  scene = Scene(pose_scale=pose_scale) if scene is None else scene
+  body_pose = gmm_pose_sampler(rng, n, scene.pose_scale, scene.pose_modes)
   if body_pose is None:
     body_pose = simple_pose_sampler(rng, n)
-    if pose_scale != 1.0:
+    if scene.pose_scale != 1.0:
       anchor = mean_body_pose()
-      body_pose = anchor + float(pose_scale) * (body_pose - anchor)
-  frontal = rng.uniform(size=n) < 0.7
-  yaw = np.where(frontal, rng.normal(0, np.deg2rad(45), n),
-                 rng.uniform(-np.pi, np.pi, n))
+      body_pose = anchor + float(scene.pose_scale) * (body_pose - anchor)
+  if scene.yaw == 'front':
+    yaw = rng.uniform(-np.pi / 4, np.pi / 4, n)
+  elif scene.yaw == 'any':
+    frontal = rng.uniform(size=n) < 0.7
+    yaw = np.where(frontal, rng.normal(0, np.deg2rad(45), n),
+                   rng.uniform(-np.pi, np.pi, n))
+  else:
+    raise ValueError(f"Scene.yaw {scene.yaw!r}: expected 'any' or 'front'")
   pitch = rng.normal(0, np.deg2rad(8), n)
   roll = rng.normal(0, np.deg2rad(6), n)
   r = (_rot('x', np.full(n, np.pi)) @ _rot('y', yaw) @ _rot('x', pitch)
        @ _rot('z', roll))
   pose = np.concatenate([_matrix_to_axis_angle(r), body_pose], 1)
-  betas = np.clip(rng.standard_normal((n, num_betas)), -2.5, 2.5)
+  if scene.num_subjects:
+    shapes = subject_betas(seed, scene.num_subjects, num_betas)
+    betas = shapes[rng.integers(scene.num_subjects, size=n)]
+  else:
+    betas = np.clip(rng.standard_normal((n, num_betas)), -2.5, 2.5)
   return pose.astype(np.float32), betas.astype(np.float32)
 
 
@@ -295,7 +374,14 @@ def _init_worker(faces, face_parts, face_bones=None):
   _WORKER['face_bones'] = face_bones
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def _background(rng: np.random.Generator, h: int, w: int,
+                kind: str = 'random') -> np.ndarray:
+  if kind == 'plain':  # a studio wall: one muted colour
+    grey = rng.uniform(60, 200)
+    img = np.empty((h, w, 3))
+    img[:] = grey + rng.uniform(-20, 20, 3)
+    img = img + rng.normal(0, 3.0, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
   kind = rng.integers(3)
   if kind == 0:  # linear gradient between two colours
     c0, c1 = rng.uniform(0, 255, (2, 3))
@@ -327,13 +413,14 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def _render_job(job) -> bytes:
   """(vertices (V,3), translation, focal, center, size, seed, supersample,
-  appearance) -> JPEG."""
-  vertices, transl, focal, center, size, seed, supersample, appearance = job
+  appearance, background) -> JPEG."""
+  (vertices, transl, focal, center, size, seed, supersample, appearance,
+   background) = job
   vertices = vertices.astype(np.float64) + transl
   faces, face_parts = _WORKER['faces'], _WORKER['face_parts']
   rng = np.random.default_rng(seed)
   h = w = int(size)
-  bg = _background(rng, h, w)
+  bg = _background(rng, h, w, background)
   skin = _SKIN[rng.integers(len(_SKIN))] * rng.uniform(0.9, 1.1)
   shirt, trousers = rng.uniform(0.05, 0.95, (2, 3))
   part_colors = np.stack([skin, skin, shirt, shirt, shirt, trousers, trousers])
@@ -374,10 +461,11 @@ def _forward_fn():
   return fwd
 
 
-def _place(rng, lo, hi, size):
+def _place(rng, lo, hi, size, truncation: float = 0.0):
   """Camera intrinsics and translation putting each body in view.
 
-  lo, hi: (n, 3) bounds of the untranslated meshes.
+  lo, hi: (n, 3) bounds of the untranslated meshes. A `truncation` fraction
+  of the bodies is moved 0.3-0.5 image sizes off-centre, partly out of frame.
   """
   n = len(lo)
   focal = rng.uniform(1.2, 2.5, n) * size
@@ -387,6 +475,12 @@ def _place(rng, lo, hi, size):
   depth = focal * height / (frac * size)  # of the body's middle
   c = (size - 1) / 2.0
   target = c + rng.uniform(-0.08, 0.08, (n, 2)) * size  # pixel of the middle
+  if truncation > 0:
+    cut = rng.uniform(size=n) < truncation
+    angle = rng.uniform(0, 2 * np.pi, n)
+    shift = rng.uniform(0.3, 0.5, n) * size
+    off = shift[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1)
+    target = np.where(cut[:, None], c + off, target)
   tz = depth - mid[:, 2]
   txy = (target - c) * depth[:, None] / focal[:, None] - mid[:, :2]
   transl = np.concatenate([txy, tz[:, None]], 1)
@@ -400,12 +494,14 @@ def _project(points, focal, center):
 def _examples_for_chunk(split, cfg, start, n, model, fwd, mean_fit):
   """Scene parameters, labels and render jobs of examples start .. start+n-1."""
   rng = np.random.default_rng([cfg.seed, _SPLIT_IDS[split], start])
-  pose, betas = sample_bodies(rng, n, model.num_betas, cfg.pose_scale)
+  scene = cfg.scene(split)
+  pose, betas = sample_bodies(rng, n, model.num_betas, scene=scene, seed=cfg.seed)
   pad = _CHUNK - n  # one compiled batch shape for every chunk
   verts, joints, lo, hi = (np.asarray(a)[:n] for a in fwd(
       model, np.pad(pose, ((0, pad), (0, 0))), np.pad(betas, ((0, pad), (0, 0)))))
   size = cfg.image_size
-  focal, center, transl = _place(rng, lo.astype(np.float64), hi.astype(np.float64), size)
+  focal, center, transl = _place(rng, lo.astype(np.float64), hi.astype(np.float64),
+                                 size, scene.truncation)
   joints = joints.astype(np.float64) + transl[:, None]
   kp = _project(joints, focal, center)  # (n, 49, 2)
   inside = np.all((kp > -0.5) & (kp < size - 0.5), -1) & (joints[..., 2] > 0)
@@ -442,7 +538,7 @@ def _examples_for_chunk(split, cfg, start, n, model, fwd, mean_fit):
     examples.append(ex)
     seed = int(rng.integers(2**63))
     jobs.append((verts[k], transl[k], float(focal[k]), center, size, seed,
-                 cfg.supersample, cfg.appearance))
+                 cfg.supersample, cfg.appearance, scene.background))
   return examples, jobs
 
 
@@ -585,6 +681,8 @@ def _builder_class():
           disable_shuffling=True,  # source[i]['index'] == i
           metadata=tfds.core.MetadataDict(
               synthetic_config=json.dumps(dataclasses.asdict(self._synthetic_config)),
+              scenes=json.dumps({sp: dataclasses.asdict(self._synthetic_config.scene(sp))
+                                 for sp in SPLITS}),
               pose_sampler='gmm' if _gmm_prior() is not None else 'simple'),
       )
 
@@ -609,7 +707,7 @@ def _builder_class():
 
 def build_kwargs(train_size: int, test_size: int, img_res: int, seed: int = 0,
                  body_model: str = 'default', appearance: str = 'clothes',
-                 pose_scale: float = 1.0) -> dict:
+                 pose_scale: float = 1.0, domains: str = 'same') -> dict:
   """The build settings a training config implies (one canonical mapping).
 
   40 % of `train_size` get full 3D labels, the rest 2D only (SPIN's
@@ -620,7 +718,7 @@ def build_kwargs(train_size: int, test_size: int, img_res: int, seed: int = 0,
   return dict(size=None, num_train_3d=n3d, num_train_2d=int(train_size) - n3d,
               num_test=int(test_size), image_size=max(96, int(img_res)),
               seed=int(seed), body_model=body_model, appearance=appearance,
-              pose_scale=float(pose_scale))
+              pose_scale=float(pose_scale), domains=domains)
 
 
 def dataset_dir(data_dir: str, cfg: SyntheticConfig) -> str:
@@ -633,7 +731,7 @@ def build_synthetic(data_dir: str, num_train_3d: int | None = None,
                     body_model: Any = None, *, size: str | None = 'quickstart',
                     num_workers: int | None = None, supersample: int | None = None,
                     appearance: str | None = None, pose_scale: float | None = None,
-                    progress: bool = True) -> str:
+                    domains: str | None = None, progress: bool = True) -> str:
   """Builds (or finds) the synthetic TFDS dataset; returns its directory.
 
   Args:
@@ -650,7 +748,7 @@ def build_synthetic(data_dir: str, num_train_3d: int | None = None,
   cfg = make_config(size, num_train_3d=num_train_3d, num_train_2d=num_train_2d,
                     num_test=num_test, image_size=image_size, seed=seed,
                     body_model=spec, supersample=supersample,
-                    appearance=appearance, pose_scale=pose_scale)
+                    appearance=appearance, pose_scale=pose_scale, domains=domains)
   path = dataset_dir(data_dir, cfg)
   if os.path.isfile(os.path.join(path, 'dataset_info.json')):
     return path
@@ -685,7 +783,7 @@ def data_source(data_dir: str, split: str, *, build: bool = True, **build_kwargs
   else:
     kw = {k: v for k, v in build_kwargs.items()
           if k in ('num_train_3d', 'num_train_2d', 'num_test', 'image_size', 'seed',
-                   'supersample', 'appearance', 'pose_scale')}
+                   'supersample', 'appearance', 'pose_scale', 'domains')}
     path = dataset_dir(data_dir, make_config(build_kwargs.get('size', 'quickstart'),
                                              body_model=build_kwargs.get('body_model'), **kw))
     if not os.path.isdir(path):
