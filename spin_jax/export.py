@@ -23,10 +23,14 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from spin_jax import camera
+from spin_jax import constants
 from spin_jax import fileio
+from spin_jax import smpl
 
 OUTPUT_KEYS = ('rotmat', 'betas', 'cam', 'vertices', 'joints', 'cam_t')
 
@@ -38,9 +42,6 @@ def make_inference_fn(model, body_model, *, focal_length: float | None = None
   The module's state and the body model are captured, so the returned function
   has the images as its only argument (what we export).
   """
-  from flax import nnx  # local: export users need no flax
-  from spin_jax import camera, constants, smpl
-
   f = constants.FOCAL_LENGTH if focal_length is None else float(focal_length)
   model.eval()
   graphdef, state = nnx.split(model)

@@ -32,10 +32,20 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import cv2
+from flax import nnx
+import jax
 import numpy as np
 
-from spin_jax import fileio
+from spin_jax import checkpoint
 from spin_jax import constants
+from spin_jax import convert
+from spin_jax import fileio
+from spin_jax import models
+from spin_jax import render
+from spin_jax import rotations
+from spin_jax import smpl
+from spin_jax import smpl_io
 
 DEFAULT_RESCALE = 1.2
 OPENPOSE_DETECTION_THRESHOLD = 0.2
@@ -152,7 +162,6 @@ def crop_matrix(box: Box, res: int) -> np.ndarray:
 
 def crop(image: np.ndarray, box: Box, res: int) -> np.ndarray:
   """(res, res, C) crop of the box; black outside the image."""
-  import cv2
   image = np.asarray(image)
   k = res / box.side
   if k < 1.0:  # shrinking: blur so the bilinear sampling does not alias
@@ -173,7 +182,6 @@ def normalize_images(images_uint8: np.ndarray) -> np.ndarray:
 
 def read_image(path: str) -> np.ndarray:
   """RGB uint8 (H, W, 3); a clear error when the file is missing/unreadable."""
-  import cv2
   if not os.path.isfile(path):
     raise FileNotFoundError(f'--img {path!r} does not exist.')
   bgr = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -229,9 +237,6 @@ class Predictor:
   """
 
   def __init__(self, model, body_model, img_res: int | None = None):
-    import jax
-    from flax import nnx
-    from spin_jax import models
     model.eval()
     self.body_model = body_model
     self.img_res = int(img_res or model.config.img_res)
@@ -248,7 +253,6 @@ class Predictor:
     self._predict = jax.jit(predict)
 
   def __call__(self, images) -> dict[str, np.ndarray]:
-    from spin_jax import rotations
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[1:] != (self.img_res, self.img_res, 3):
       raise ValueError(f'Predictor: expected normalised crops (B, {self.img_res}'
@@ -275,7 +279,6 @@ class Predictor:
 
 
 def write_png(path: str, rgb: np.ndarray) -> None:
-  import cv2
   ok, buf = cv2.imencode('.png', np.ascontiguousarray(rgb[..., ::-1]))
   if not ok:
     raise ValueError(f'could not encode {path!r} as PNG.')
@@ -304,7 +307,6 @@ def render_people(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
 
   People are drawn far to near so nearer ones cover farther ones.
   """
-  from spin_jax import render
   h, w = image.shape[:2]
   order = np.argsort(-camera['translation'][:, 2])
   out = None if side_view else image
@@ -389,6 +391,16 @@ class Loaded:
   workdir: str | None = None
 
 
+def load_workdir_model(path: str, step: int | None = None):
+  """The regressor of a training workdir (or its checkpoints folder), rebuilt
+  from the checkpoint's own config: (models.HMR in eval mode, config)."""
+  ckpt = checkpoint.Checkpointer(path, max_to_keep=None, read_only=True)
+  config = ckpt.restore_config(step)
+  model = models.create_model(config.model, config.get('mean_params') or None,
+                              seed=config.get('seed', 0))
+  return checkpoint.restore_model(ckpt, model, step), config
+
+
 def load_model(path: str, *, step: int | None = None,
                body_model: str | None = None) -> Loaded:
   """Loads a training workdir (orbax) or a converted SPIN checkpoint.
@@ -401,19 +413,16 @@ def load_model(path: str, *, step: int | None = None,
       the training config's body model, or 'default' for a converted
       checkpoint (SPIN's weights were trained for SMPL: pass its path).
   """
-  from spin_jax import smpl_io
   if not os.path.isdir(path):
     raise FileNotFoundError(f'--checkpoint {path!r} is not a directory.')
   if os.path.isfile(os.path.join(path, 'conversion.json')):
-    from spin_jax import convert
     model = convert.load_converted_model(path)
     model.eval()
     spec = body_model or 'default'
     return Loaded(model, smpl_io.resolve_body_model(spec), spec, 'converted',
                   None)
-  from spin_jax import train
   try:
-    model, config = train.load_for_inference(path, step)
+    model, config = load_workdir_model(path, step)
   except FileNotFoundError as e:
     raise FileNotFoundError(
         f'--checkpoint {path!r}: neither a training workdir with orbax '
@@ -438,7 +447,6 @@ def render_demo_image(height: int = 320, width: int = 240, seed: int = 0
   The embedded default body model in a walking pose, shaded, over a simple
   wall-and-floor background with a little noise: RGB uint8 (H, W, 3).
   """
-  from spin_jax import render, smpl, smpl_io
   body = smpl_io.default_body_model('full')
   pose = np.zeros((1, 72), np.float32)
   pose[0, 0] = np.pi  # SMPL's y-up body -> OpenCV's y-down camera

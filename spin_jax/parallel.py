@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -98,7 +99,6 @@ def to_host(tree: Any) -> Any:
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       if x.sharding.is_fully_replicated:
         return np.asarray(x.addressable_data(0))
-      from jax.experimental import multihost_utils
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
 

@@ -23,6 +23,7 @@ import pickle
 import zipfile
 
 import numpy as np
+import scipy.sparse
 
 from spin_jax import constants
 from spin_jax import smpl
@@ -89,7 +90,6 @@ class _SmplUnpickler(pickle.Unpickler):
 
 def _unwrap(value, key, source):
   """Chumpy stubs and sparse stubs -> numpy / scipy arrays."""
-  import scipy.sparse  # pylint: disable=g-import-not-at-top
   if isinstance(value, _ChumpyStub):
     state = value.state
     if isinstance(state, tuple):  # (dict, slots) form

@@ -6,6 +6,7 @@ import pytest
 
 import _train_testlib as tl
 from spin_jax import checkpoint as ckpt_lib
+from spin_jax import inference
 from spin_jax import train
 
 tl.enable_compile_cache()
@@ -55,5 +56,5 @@ def test_checkpoint_holds_config_and_fits(tmp_path):
   import numpy as np
   exported = np.load(os.path.join(wd, 'fits', 'synthetic_fits.npy'))
   np.testing.assert_array_equal(exported, arrays['fits'])
-  model, config = train.load_for_inference(wd)
+  model, config = inference.load_workdir_model(wd)
   assert config.model.img_res == cfg.model.img_res
