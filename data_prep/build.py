@@ -31,6 +31,8 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from spin_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 _DATASET = flags.DEFINE_string('dataset', None, 'Dataset name(s), comma-separated.',
                                required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to write to.',
@@ -166,4 +168,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -25,6 +25,8 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from spin_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 from spin_jax import inference  # pylint: disable=g-import-not-at-top
 
 _IMG = flags.DEFINE_string('img', None, 'Input image.')
@@ -66,4 +68,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -37,6 +37,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from spin_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 # pylint: disable=g-import-not-at-top
 import jax
 import jax.numpy as jnp
@@ -212,4 +214,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

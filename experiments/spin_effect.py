@@ -75,6 +75,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from spin_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from experiments.configs import default as default_config
 from spin_jax import augment
@@ -647,4 +649,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)
