@@ -137,13 +137,17 @@ class Checkpointer:
       except Exception as e:
         raise CheckpointError(f'{self.directory}: step {step} cannot be read '
                               f'({_root_cause(e)}).') from e
+    reasons = []
     while True:
       step = self.latest_step()
       if step is None:
-        raise FileNotFoundError(f'No readable checkpoint in {self.directory}.')
+        why = '; '.join(reasons)
+        raise FileNotFoundError(f'No readable checkpoint in {self.directory}'
+                                + (f' ({why})' if why else '') + '.')
       try:
         return self.manager.restore(step, args=ocp.args.Composite(**items)), step
       except Exception as e:  # a truncated or missing file, bad JSON, ...
+        reasons.append(f'step {step}: {_root_cause(e)}')
         self._skip(step, e)
 
   def _skip(self, step: int, error: Exception) -> None:

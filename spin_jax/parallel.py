@@ -58,6 +58,8 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   """Returns the per-process batch size; errors name the flag to change."""
   n_dev = mesh.devices.size
+  if global_batch_size < 1:
+    raise ValueError(f'--config.batch_size={global_batch_size}: must be >= 1.')
   if global_batch_size % n_dev:
     raise ValueError(
         f'--config.batch_size={global_batch_size} must be a multiple of the '

@@ -133,7 +133,8 @@ class FitParams:
 class SMPLifyResult:
   """SMPLify output. Per-sample failure never passes as an improvement:
 
-  valid = result finite and its objective not above the initial one.
+  valid = result finite, its objective not above the initial one, and the
+  body in front of the camera (translation z > 0).
   A non-finite sample returns the init parameters (and camera); a finite but
   worse one returns the result as SPIN would. joint_loss/loss always belong to
   the returned params (inf where those are non-finite), so they are never
@@ -421,8 +422,10 @@ def _smplify(model, prior, init, keypoints_2d, config):
   joint_loss = jnp.where(jnp.isfinite(joint_loss), joint_loss, jnp.inf)
   # "Worse" compares like with like: a NaN init never makes a result worse.
   worse = objective > init_objective * (1 + 1e-5) + 1e-6
+  in_front = params.camera_translation[:, 2] > 0
   return SMPLifyResult(params=params, joint_loss=joint_loss,
-                       loss=jnp.mean(joint_loss, -1), valid=finite & ~worse,
+                       loss=jnp.mean(joint_loss, -1),
+                       valid=finite & ~worse & in_front,
                        objective=objective, init_objective=init_objective)
 
 

@@ -20,6 +20,7 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from spin_jax import checkpoint as ckpt_lib
+from spin_jax import constants
 from spin_jax import convert
 from spin_jax import fits as fits_lib
 from spin_jax import input_pipeline
@@ -139,7 +140,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   lead = jax.process_index() == 0
 
   if body_model is None:
-    body_model = smpl_io.resolve_body_model(config.body_model)
+    body_model = smpl_io.resolve_body_model(
+        config.body_model, min_betas=constants.NUM_BETAS)
   if prior is None:
     prior = load_prior(config)
   if train_data is None:

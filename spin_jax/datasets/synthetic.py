@@ -450,7 +450,12 @@ def _render_job(job) -> bytes:
 
 # ------------------------------------------------------------ examples
 def _load_body_model(spec):
-  return smpl_io.resolve_body_model(spec) if isinstance(spec, str) else spec
+  model = (smpl_io.resolve_body_model(spec) if isinstance(spec, str) else spec)
+  if model.num_betas < constants.NUM_BETAS:  # the schema stores 10 betas
+    raise ValueError(f'body model {getattr(model, "name", spec)!r} has '
+                     f'{model.num_betas} shape components; the synthetic dataset '
+                     f'needs {constants.NUM_BETAS}.')
+  return model
 
 
 @functools.lru_cache(maxsize=1)
