@@ -86,9 +86,9 @@ from typing import Any, Iterator
 import cv2
 import jax
 import numpy as np
+from scipy.spatial.transform import Rotation
 import tqdm
 
-from spin_jax import augment
 from spin_jax import constants
 from spin_jax import render
 from spin_jax import smpl
@@ -224,7 +224,7 @@ def _rot(axis: str, angle):
 
 
 def _matrix_to_axis_angle(r) -> np.ndarray:
-  return np.stack([augment.matrix_to_axis_angle(m) for m in r])
+  return Rotation.from_matrix(r).as_rotvec()
 
 
 def simple_pose_sampler(rng: np.random.Generator, n: int) -> np.ndarray:
