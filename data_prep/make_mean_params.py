@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import tempfile
 
-from absl import app
 from absl import flags
 import numpy as np
 

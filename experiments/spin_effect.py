@@ -66,7 +66,6 @@ import shutil
 import sys
 import time
 
-from absl import app
 from absl import flags
 from flax import nnx
 import jax
@@ -80,7 +79,6 @@ from spin_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-pos
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from experiments.configs import default as default_config
 from spin_jax import augment
-from spin_jax import constants
 from spin_jax import fileio
 from spin_jax import fits as fits_lib
 from spin_jax import input_pipeline
@@ -91,6 +89,7 @@ from spin_jax import smplify as smplify_lib
 from spin_jax import step as step_lib
 from spin_jax import train
 from spin_jax import validation
+from spin_jax.datasets import scenes
 from spin_jax.datasets import synthetic
 
 SETTINGS = ('paired', 'unpaired')
@@ -605,8 +604,8 @@ def run_experiment(preset_name: str, workdir: str, out_path: str,
 
   results = {s: {r: {} for r in regimes} for s in settings}
   settings_info = dict(preset=preset_name, **{k: v for k, v in preset.items()},
-                       data=dict(synth, studio=dataclasses.asdict(synthetic.STUDIO),
-                                 wild=dataclasses.asdict(synthetic.WILD)),
+                       data=dict(synth, studio=dataclasses.asdict(scenes.STUDIO),
+                                 wild=dataclasses.asdict(scenes.WILD)),
                        lr_schedule='cosine', data_seed=DATA_SEED)
   for seed in seeds:
     base = base_config(preset, data_dir, seed)

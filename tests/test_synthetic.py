@@ -5,6 +5,7 @@ from scipy.spatial.transform import Rotation
 import pytest
 
 from spin_jax import constants
+from spin_jax.datasets import scenes
 from spin_jax.datasets import synthetic
 
 
@@ -132,17 +133,16 @@ def test_tfds_build_and_pipeline(tmp_path, model):
 
 
 def test_pose_samplers():
-  from spin_jax import augment
   rng = np.random.default_rng(0)
-  simple = synthetic.simple_pose_sampler(rng, 200).reshape(200, 23, 3)
+  simple = scenes.simple_pose_sampler(rng, 200).reshape(200, 23, 3)
   assert np.all(simple[:, 3, 0] >= 0) and np.all(simple[:, 4, 0] >= 0)  # knees bend forward
   assert np.all(simple[:, 17, 1] <= 0) and np.all(simple[:, 18, 1] >= 0)  # elbows (SPIN signs)
-  pose, betas = synthetic.sample_bodies(rng, 200)
+  pose, betas = scenes.sample_bodies(rng, 200)
   assert pose.shape == (200, 72) and betas.shape == (200, 10) and np.abs(betas).max() <= 2.5
   # Upright in the camera frame: the body's up axis (+y) points up the image (-y).
   up = np.stack([_aa_to_mat(p[:3])[:, 1] for p in pose])
   assert np.all(up[:, 1] < -0.7)
-  gmm = synthetic.gmm_pose_sampler(rng, 50)
+  gmm = scenes.gmm_pose_sampler(rng, 50)
   assert gmm is None or gmm.shape == (50, 69)
 
 
@@ -162,11 +162,11 @@ def _render_bones(model, appearance, seed, size=192):
                      np.array([[np.pi, 0, 0]], np.float32))  # y-up body -> camera frame
   verts = np.asarray(out.vertices[0], np.float64)
   rng = np.random.default_rng(seed)
-  focal, center, transl = synthetic._place(rng, verts.min(0)[None], verts.max(0)[None], size)
+  focal, center, transl = scenes.place_bodies(rng, verts.min(0)[None], verts.max(0)[None], size)
   faces = np.asarray(model.faces, np.int32)
-  bones = synthetic.face_bones(model)
-  synthetic._init_worker(faces, synthetic._face_parts(model), bones)
-  jpeg = synthetic._render_job((verts, transl[0], float(focal[0]), center, size, seed, 1,
+  bones = scenes.face_bones(model)
+  scenes.init_worker(faces, scenes.face_coarse_parts(model), bones)
+  jpeg = scenes.render_job((verts, transl[0], float(focal[0]), center, size, seed, 1,
                                 appearance, 'random'))
   img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] / 255.0
   frags = render.rasterize(verts + transl[0], faces, float(focal[0]), center, (size, size))
@@ -190,7 +190,7 @@ def test_part_appearance_tells_left_from_right(model):
   with pytest.raises(ValueError, match='appearance'):
     synthetic.make_config('tiny', appearance='zebra')
   assert synthetic.make_config('tiny', appearance='parts').name.endswith('_parts')
-  assert synthetic.PART_PALETTE.shape == (24, 3)
+  assert scenes.PART_PALETTE.shape == (24, 3)
   img, bone_img = _render_bones(model, 'parts', seed=3)
   img2, bone_img2 = _render_bones(model, 'parts', seed=11)  # other scene / light
   for left, right in pairs:
@@ -207,12 +207,12 @@ def test_part_appearance_tells_left_from_right(model):
 
 
 def test_pose_scale_narrows_the_pose_distribution():
-  full, _ = synthetic.sample_bodies(np.random.default_rng(4), 500)
-  half, _ = synthetic.sample_bodies(np.random.default_rng(4), 500, pose_scale=0.5)
+  full, _ = scenes.sample_bodies(np.random.default_rng(4), 500)
+  half, _ = scenes.sample_bodies(np.random.default_rng(4), 500, pose_scale=0.5)
   np.testing.assert_allclose(half[:, :3], full[:, :3], atol=1e-6)  # orientation kept
-  gmm = synthetic._gmm_prior()
+  gmm = scenes.gmm_prior()
   if gmm is None:  # simple sampler: deviations from its mean pose halved
-    mean = synthetic.mean_body_pose()
+    mean = scenes.mean_body_pose()
     np.testing.assert_allclose(half[:, 3:] - mean, 0.5 * (full[:, 3:] - mean), atol=1e-5)
   else:  # same draws, deviations from each sample's mixture mean halved
     means = gmm[0]

@@ -160,8 +160,8 @@ body = smpl_io.default_body_model('low' if SMALL else 'full')
 prior = priors.default_pose_prior()
 # Ground truth: a person as the synthetic dataset samples them (pose from the
 # GMM pose prior, mostly frontal, betas ~ N(0, 1)), 2f/(224 * 0.9) metres away.
-from spin_jax.datasets import synthetic
-pose, betas = synthetic.sample_bodies(np.random.default_rng(1), 1)
+from spin_jax.datasets import scenes
+pose, betas = scenes.sample_bodies(np.random.default_rng(1), 1)
 gt = dict(global_orient=pose[:, :3], body_pose=pose[:, 3:], betas=betas)
 cam_t = np.array([[0.05, 0.1, 2 * constants.FOCAL_LENGTH / (constants.IMG_RES * 0.9)]], np.float32)
 gt_joints = smpl.joints_forward(body, gt['betas'], gt['body_pose'], gt['global_orient'])

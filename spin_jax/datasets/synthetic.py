@@ -5,24 +5,13 @@ background, in the schema of spin_jax/datasets/schema.py, with EXACT labels:
 2D keypoints are the projections of the body model's 49 joints, S its 24 GT
 joints in the camera frame, pose/shape the SMPL parameters of the rendered body.
 
-Scene sampling (per example, seeded by (seed, split, example index)):
-- body pose: the default GMM pose prior (spin_jax/assets/pose_prior_gmm08.npz)
-  when present, else a simple anatomical sampler (`simple_pose_sampler`);
-- betas ~ N(0, 1) clipped to [-2.5, 2.5] (the default model's betas are unit
-  variance);
-- global orientation in the OpenCV camera frame (x right, y down, z forward):
-  Rx(180 deg) (the body model is y-up and faces +z) @ Ry(yaw) @ small tilts,
-  yaw mostly frontal (70 %: N(0, 45 deg), 30 %: uniform);
-- camera: focal length U(1.2, 2.5) x image size, principal point at the image
-  centre, the body's height 50-80 % of the image, centred with jitter;
-- appearance: skin / shirt / trousers colours per body part, Lambertian light
-  from a random frontal direction, background = colour gradient, smooth noise or
-  random patches (+ pixel noise), JPEG.
+Scenes (people, cameras, appearance, rendering) are drawn as
+spin_jax/datasets/scenes.py describes.
 
 Easy settings (for the CPU quickstart; every preset of SIZES keeps the
 defaults, and the config name records any change):
 - appearance='parts': every face takes the fixed colour of its dominant
-  skinning bone (PART_PALETTE, 24 colours; left and right limbs differ), with
+  skinning bone (scenes.PART_PALETTE, 24 colours; left and right limbs differ), with
   a random brightness and the same lighting. The default clothing is left/right
   symmetric, so a small network trained briefly cannot tell left from right (or
   front from back) limbs; with fixed bone colours it can. Flipping such images
@@ -35,7 +24,7 @@ defaults, and the config name records any change):
 
 Domains (SyntheticConfig.domains), for the SPIN-effect experiment
 (experiments/spin_effect.py), chosen once and not tuned to its results:
-- 'same' (the default): every split is drawn from one scene, `Scene()` with
+- 'same' (the default): every split is drawn from one scene, `scenes.Scene()` with
   the config's pose_scale: the sampling described above.
 - 'studio_wild': SPIN's data situation. 'train_3d' is a STUDIO (like Human3.6M
   / MPI-INF-3DHP): poses from 3 of the prior's 8 modes (the heaviest:
@@ -45,7 +34,7 @@ Domains (SyntheticConfig.domains), for the SPIN-effect experiment
   and 3DPW): the full prior, all viewpoints, a new body shape per person,
   varied backgrounds, and 25 % of the people placed partly outside the frame
   (the middle of the body 0.3-0.5 image sizes off-centre).
-  See `Scene`, `STUDIO` and `WILD`.
+  See `scenes.Scene`, `scenes.STUDIO` and `scenes.WILD`.
 
 Splits (mimicking SPIN's mix):
 - 'train_3d': full labels (has_smpl = 1, has_pose_3d = 1), like H36M / 3DHP;
@@ -79,20 +68,17 @@ import hashlib
 import io
 import json
 import logging
-import multiprocessing
 import os
 from typing import Any, Iterator
 
-import cv2
 import jax
 import numpy as np
-from scipy.spatial.transform import Rotation
 import tqdm
 
 from spin_jax import constants
-from spin_jax import render
 from spin_jax import smpl
 from spin_jax import smpl_io
+from spin_jax.datasets import scenes
 from spin_jax.datasets import schema
 from spin_jax.datasets import static_fits
 
@@ -120,29 +106,6 @@ APPEARANCES = ('clothes', 'parts')
 DOMAINS = ('same', 'studio_wild')
 
 
-@dataclasses.dataclass(frozen=True)
-class Scene:
-  """How the people, cameras and backgrounds of one split are drawn.
-
-  pose_scale: deviation from each GMM sample's component mean x this.
-  pose_modes: GMM components drawn from (renormalised weights); () = all.
-  yaw: 'any' (70 % N(0, 45 deg), 30 % uniform) or 'front' (U(-45, 45) deg).
-  num_subjects: 0 = betas ~ N(0, 1) per person; k = one of k fixed shapes.
-  background: 'random' (gradients, noise, patches) or 'plain' (one colour).
-  truncation: fraction of people placed partly outside the frame.
-  """
-  pose_scale: float = 1.0
-  pose_modes: tuple[int, ...] = ()
-  yaw: str = 'any'
-  num_subjects: int = 0
-  background: str = 'random'
-  truncation: float = 0.0
-
-
-# The 'studio_wild' domains (module docstring). Chosen before any result.
-STUDIO = Scene(pose_scale=0.6, pose_modes=(0, 1, 2), yaw='front',
-               num_subjects=5, background='plain')
-WILD = Scene(truncation=0.25)
 _SPLIT_IDS = {s: k for k, s in enumerate(SPLITS)}
 _CHUNK = 64  # examples per body-model forward pass / per pool task batch
 
@@ -157,16 +120,16 @@ class SyntheticConfig:
   body_model: str = 'default'   # 'default', 'default-low' or a model path
   supersample: int = 1          # anti-aliasing factor of the renderer
   # 'clothes': skin / shirt / trousers in random colours (the default);
-  # 'parts': a fixed colour per skinning bone (PART_PALETTE), see the docstring.
+  # 'parts': a fixed colour per skinning bone (scenes.PART_PALETTE), see the docstring.
   appearance: str = 'clothes'
   pose_scale: float = 1.0       # pose spread around the prior's modes (1 = the prior)
   domains: str = 'same'         # 'same' or 'studio_wild' (see the module docstring)
 
-  def scene(self, split: str) -> Scene:
+  def scene(self, split: str) -> scenes.Scene:
     """The scene `split` is drawn from."""
     if self.domains == 'studio_wild':
-      return STUDIO if split == 'train_3d' else WILD
-    return Scene(pose_scale=self.pose_scale)
+      return scenes.STUDIO if split == 'train_3d' else scenes.WILD
+    return scenes.Scene(pose_scale=self.pose_scale)
 
   @property
   def name(self) -> str:
@@ -207,245 +170,8 @@ def make_config(size: str | None = None, **overrides) -> SyntheticConfig:
     raise ValueError(f'domains {cfg.domains!r}: expected one of {DOMAINS}')
   if cfg.domains != 'same' and cfg.pose_scale != 1.0:
     raise ValueError(f'pose_scale {cfg.pose_scale} applies to domains=same only; '
-                     f'{cfg.domains!r} fixes each split\'s scene (synthetic.STUDIO / WILD)')
+                     f'{cfg.domains!r} fixes each split\'s scene (scenes.STUDIO / WILD)')
   return cfg
-
-
-# ------------------------------------------------------------ scene sampling
-def _rot(axis: str, angle):
-  """Batched rotation matrices (n, 3, 3) about a coordinate axis."""
-  angle = np.asarray(angle, np.float64)
-  c, s = np.cos(angle), np.sin(angle)
-  o, z = np.ones_like(angle), np.zeros_like(angle)
-  rows = dict(x=[[o, z, z], [z, c, -s], [z, s, c]],
-              y=[[c, z, s], [z, o, z], [-s, z, c]],
-              z=[[c, -s, z], [s, c, z], [z, z, o]])[axis]
-  return np.moveaxis(np.array(rows), (0, 1), (-2, -1))
-
-
-def _matrix_to_axis_angle(r) -> np.ndarray:
-  return Rotation.from_matrix(r).as_rotvec()
-
-
-def simple_pose_sampler(rng: np.random.Generator, n: int) -> np.ndarray:
-  """(n, 69) plausible body poses: joint-wise Gaussians with natural bends.
-
-  Used when the default GMM pose prior asset is absent. Knees bend forward
-  (+x rotation), elbows bend inwards (left -y, right +y, SPIN's angle-prior
-  signs), shoulders swing and lower the arms from the T-pose.
-  """
-  pose = rng.normal(size=(n, 23, 3)) * 0.08
-  j = lambda joint: joint - 1  # SMPL joint id -> body-pose row
-  for hip in (1, 2):
-    pose[:, j(hip), 0] += rng.normal(-0.2, 0.45, n)  # flex / extend
-    pose[:, j(hip), 2] += rng.normal(0, 0.15, n) * (1 if hip == 1 else -1)
-  for knee in (4, 5):
-    pose[:, j(knee), 0] = np.abs(rng.normal(0.3, 0.5, n))
-  for spine in (3, 6, 9):
-    pose[:, j(spine)] += rng.normal(0, [0.12, 0.08, 0.08], (n, 3))
-  # Shoulders: lower the T-pose arms by 40-80 deg, swing forward/back.
-  down = rng.uniform(0.7, 1.4, n)
-  pose[:, j(16), 2] -= down * rng.choice([1, 1, 1, 0.2], n)
-  pose[:, j(17), 2] += down * rng.choice([1, 1, 1, 0.2], n)
-  pose[:, j(16), 1] += rng.normal(0, 0.4, n)
-  pose[:, j(17), 1] += rng.normal(0, 0.4, n)
-  pose[:, j(18), 1] = -np.abs(rng.normal(0.4, 0.6, n))
-  pose[:, j(19), 1] = np.abs(rng.normal(0.4, 0.6, n))
-  pose[:, j(15)] += rng.normal(0, 0.15, (n, 3))  # head
-  return pose.reshape(n, 69)
-
-
-@functools.lru_cache(maxsize=1)
-def _gmm_prior():
-  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'assets',
-                      'pose_prior_gmm08.npz')
-  if not os.path.isfile(path):
-    return None
-  with np.load(path) as f:
-    means = f['means'].astype(np.float64)
-    chol = np.linalg.cholesky(f['covars'].astype(np.float64))
-    weights = f['weights'].astype(np.float64)
-  return means, chol, weights / weights.sum()
-
-
-def gmm_pose_sampler(rng: np.random.Generator, n: int, scale: float = 1.0,
-                     modes: tuple[int, ...] = ()) -> np.ndarray | None:
-  """(n, 69) samples of the default GMM pose prior, or None without the asset.
-
-  scale multiplies each sample's deviation from its mixture component's mean
-  (the components' covariances by scale**2): < 1 concentrates the poses around
-  the prior's 8 modes, 1 samples the prior itself. modes: the components to
-  draw from (their weights renormalised); () = all.
-  """
-  gmm = _gmm_prior()
-  if gmm is None:
-    return None
-  means, chol, weights = gmm
-  if modes:
-    if not all(0 <= m < len(weights) for m in modes):
-      raise ValueError(f'pose modes {modes}: the prior has {len(weights)} components')
-    weights = np.zeros_like(weights)
-    weights[list(modes)] = gmm[2][list(modes)]
-    weights = weights / weights.sum()
-  k = rng.choice(len(weights), size=n, p=weights)
-  z = rng.standard_normal((n, means.shape[1]))
-  return means[k] + float(scale) * np.einsum('nij,nj->ni', chol[k], z)
-
-
-@functools.lru_cache(maxsize=1)
-def mean_body_pose() -> np.ndarray:
-  """(69,) the pose samplers' mean body pose: the GMM's weighted mean (equal
-  to the regressor's shipped mean pose), else the simple sampler's mean."""
-  gmm = _gmm_prior()
-  if gmm is None:
-    return simple_pose_sampler(np.random.default_rng(0), 20000).mean(0)
-  means, _, weights = gmm
-  return weights @ means
-
-
-def subject_betas(seed: int, num_subjects: int, num_betas: int) -> np.ndarray:
-  """(num_subjects, num_betas) the fixed body shapes of a scene's subjects."""
-  rng = np.random.default_rng([seed, 7919])
-  return np.clip(rng.standard_normal((num_subjects, num_betas)), -2.5, 2.5)
-
-
-def sample_bodies(rng: np.random.Generator, n: int, num_betas: int = 10,
-                  pose_scale: float = 1.0, scene: Scene | None = None,
-                  seed: int = 0):
-  """SMPL parameters of n people in the camera frame: (pose (n, 72), betas).
-
-  pose_scale: < 1 gives an easier pose distribution (1 = the prior itself):
-  the GMM sampler's deviations from each sample's mixture mean (so the poses
-  gather around the prior's 8 modes), or the simple sampler's deviations from
-  its mean pose, are multiplied by it. scene (default: Scene(pose_scale))
-  also sets the pose modes, the yaw range and fixed subjects (their shapes
-  follow `seed`).
-  """
-  scene = Scene(pose_scale=pose_scale) if scene is None else scene
-  body_pose = gmm_pose_sampler(rng, n, scene.pose_scale, scene.pose_modes)
-  if body_pose is None:
-    body_pose = simple_pose_sampler(rng, n)
-    if scene.pose_scale != 1.0:
-      anchor = mean_body_pose()
-      body_pose = anchor + float(scene.pose_scale) * (body_pose - anchor)
-  if scene.yaw == 'front':
-    yaw = rng.uniform(-np.pi / 4, np.pi / 4, n)
-  elif scene.yaw == 'any':
-    frontal = rng.uniform(size=n) < 0.7
-    yaw = np.where(frontal, rng.normal(0, np.deg2rad(45), n),
-                   rng.uniform(-np.pi, np.pi, n))
-  else:
-    raise ValueError(f"Scene.yaw {scene.yaw!r}: expected 'any' or 'front'")
-  pitch = rng.normal(0, np.deg2rad(8), n)
-  roll = rng.normal(0, np.deg2rad(6), n)
-  r = (_rot('x', np.full(n, np.pi)) @ _rot('y', yaw) @ _rot('x', pitch)
-       @ _rot('z', roll))
-  pose = np.concatenate([_matrix_to_axis_angle(r), body_pose], 1)
-  if scene.num_subjects:
-    shapes = subject_betas(seed, scene.num_subjects, num_betas)
-    betas = shapes[rng.integers(scene.num_subjects, size=n)]
-  else:
-    betas = np.clip(rng.standard_normal((n, num_betas)), -2.5, 2.5)
-  return pose.astype(np.float32), betas.astype(np.float32)
-
-
-# ------------------------------------------------------------ rendering (workers)
-_SKIN = np.array([[255, 224, 196], [234, 192, 160], [198, 146, 110],
-                  [160, 110, 75], [110, 75, 50]], np.float64) / 255.0
-_WORKER: dict = {}
-
-
-def _part_palette() -> np.ndarray:
-  """(24, 3) RGB in [0, 1]: one fixed colour per SMPL skinning bone.
-
-  Hues step by the golden ratio over the joint index, so every left/right pair
-  (consecutive SMPL indices: hips 1/2, knees 4/5, ... hands 22/23) is 137 deg
-  of hue apart and parent / child bones of a limb differ too; saturation and
-  value alternate to separate bones whose hues come close.
-  """
-  j = np.arange(24)
-  hue = (j * 0.6180339887) % 1.0
-  sat = np.where(j % 3 == 0, 0.55, 0.85)
-  val = np.where(j % 2 == 0, 0.95, 0.75)
-  hsv = np.stack([hue * 180, sat * 255, val * 255], -1).astype(np.uint8)[None]
-  return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0].astype(np.float64) / 255.0
-
-
-PART_PALETTE = _part_palette()
-
-
-def _init_worker(faces, face_parts, face_bones=None):
-  _WORKER['faces'] = faces
-  _WORKER['face_parts'] = face_parts
-  _WORKER['face_bones'] = face_bones
-
-
-def _background(rng: np.random.Generator, h: int, w: int,
-                kind: str = 'random') -> np.ndarray:
-  if kind == 'plain':  # a studio wall: one muted colour
-    grey = rng.uniform(60, 200)
-    img = np.empty((h, w, 3))
-    img[:] = grey + rng.uniform(-20, 20, 3)
-    img = img + rng.normal(0, 3.0, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-  kind = rng.integers(3)
-  if kind == 0:  # linear gradient between two colours
-    c0, c1 = rng.uniform(0, 255, (2, 3))
-    a = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:h, 0:w]
-    t = (np.cos(a) * xx / w + np.sin(a) * yy / h)
-    t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
-    img = c0 + t[..., None] * (c1 - c0)
-  elif kind == 1:  # smooth colour noise
-    g = int(rng.integers(3, 12))
-    img = cv2.resize(rng.uniform(0, 255, (g, g, 3)), (w, h),
-                     interpolation=cv2.INTER_CUBIC)
-  else:  # random patches
-    img = np.empty((h, w, 3))
-    img[:] = rng.uniform(0, 255, 3)
-    for _ in range(int(rng.integers(4, 16))):
-      col = tuple(float(c) for c in rng.uniform(0, 255, 3))
-      x0, y0 = int(rng.integers(-w // 4, w)), int(rng.integers(-h // 4, h))
-      sx, sy = (int(v) for v in rng.integers(w // 12 + 1, w // 2 + 2, 2))
-      if rng.uniform() < 0.5:
-        cv2.rectangle(img, (x0, y0), (x0 + sx, y0 + sy), col, -1)
-      else:
-        cv2.ellipse(img, (x0, y0), (sx // 2, sy // 2), float(rng.uniform(0, 180)),
-                    0, 360, col, -1)
-    img = cv2.GaussianBlur(img, (0, 0), 0.7)
-  img = img + rng.normal(0, 3.0, img.shape)
-  return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _render_job(job) -> bytes:
-  """(vertices (V,3), translation, focal, center, size, seed, supersample,
-  appearance, background) -> JPEG."""
-  (vertices, transl, focal, center, size, seed, supersample, appearance,
-   background) = job
-  vertices = vertices.astype(np.float64) + transl
-  faces, face_parts = _WORKER['faces'], _WORKER['face_parts']
-  rng = np.random.default_rng(seed)
-  h = w = int(size)
-  bg = _background(rng, h, w, background)
-  skin = _SKIN[rng.integers(len(_SKIN))] * rng.uniform(0.9, 1.1)
-  shirt, trousers = rng.uniform(0.05, 0.95, (2, 3))
-  part_colors = np.stack([skin, skin, shirt, shirt, shirt, trousers, trousers])
-  if rng.uniform() < 0.5:  # short sleeves: bare arms
-    part_colors[[render.LEFT_ARM, render.RIGHT_ARM]] = skin
-  face_colors = part_colors[face_parts]
-  if appearance == 'parts':  # fixed bone colours, brightness jitter only
-    face_colors = PART_PALETTE[_WORKER['face_bones']] * rng.uniform(0.85, 1.1)
-  light = np.array([rng.normal(0, 0.5), rng.normal(-0.3, 0.4), -1.0])
-  img = render.render_mesh(
-      vertices, faces, focal, center, (h, w), bg,
-      face_colors=np.clip(face_colors, 0, 1),
-      ambient=float(rng.uniform(0.25, 0.5)), diffuse=float(rng.uniform(0.5, 0.8)),
-      light_dir=light, supersample=supersample, smooth=False)
-  ok, buf = cv2.imencode('.jpg', img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY,
-                                                   schema.JPEG_QUALITY])
-  if not ok:
-    raise RuntimeError('JPEG encoding failed')
-  return buf.tobytes()
 
 
 # ------------------------------------------------------------ examples
@@ -469,49 +195,20 @@ def _forward_fn():
   return fwd
 
 
-def _place(rng, lo, hi, size, truncation: float = 0.0):
-  """Camera intrinsics and translation putting each body in view.
-
-  lo, hi: (n, 3) bounds of the untranslated meshes. A `truncation` fraction
-  of the bodies is moved 0.3-0.5 image sizes off-centre, partly out of frame.
-  """
-  n = len(lo)
-  focal = rng.uniform(1.2, 2.5, n) * size
-  frac = rng.uniform(0.5, 0.8, n)  # body height / image height
-  height = np.maximum(hi[:, 1] - lo[:, 1], 0.3)
-  mid = 0.5 * (lo + hi)
-  depth = focal * height / (frac * size)  # of the body's middle
-  c = (size - 1) / 2.0
-  target = c + rng.uniform(-0.08, 0.08, (n, 2)) * size  # pixel of the middle
-  if truncation > 0:
-    cut = rng.uniform(size=n) < truncation
-    angle = rng.uniform(0, 2 * np.pi, n)
-    shift = rng.uniform(0.3, 0.5, n) * size
-    off = shift[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1)
-    target = np.where(cut[:, None], c + off, target)
-  tz = depth - mid[:, 2]
-  txy = (target - c) * depth[:, None] / focal[:, None] - mid[:, :2]
-  transl = np.concatenate([txy, tz[:, None]], 1)
-  return focal, np.array([c, c]), transl
-
-
-def _project(points, focal, center):
-  return focal[:, None, None] * points[..., :2] / points[..., 2:3] + center
-
-
 def _examples_for_chunk(split, cfg, start, n, model, fwd, mean_fit):
   """Scene parameters, labels and render jobs of examples start .. start+n-1."""
   rng = np.random.default_rng([cfg.seed, _SPLIT_IDS[split], start])
   scene = cfg.scene(split)
-  pose, betas = sample_bodies(rng, n, model.num_betas, scene=scene, seed=cfg.seed)
+  pose, betas = scenes.sample_bodies(rng, n, model.num_betas, scene=scene,
+                                     seed=cfg.seed)
   pad = _CHUNK - n  # one compiled batch shape for every chunk
   verts, joints, lo, hi = (np.asarray(a)[:n] for a in fwd(
       model, np.pad(pose, ((0, pad), (0, 0))), np.pad(betas, ((0, pad), (0, 0)))))
   size = cfg.image_size
-  focal, center, transl = _place(rng, lo.astype(np.float64), hi.astype(np.float64),
-                                 size, scene.truncation)
+  focal, center, transl = scenes.place_bodies(
+      rng, lo.astype(np.float64), hi.astype(np.float64), size, scene.truncation)
   joints = joints.astype(np.float64) + transl[:, None]
-  kp = _project(joints, focal, center)  # (n, 49, 2)
+  kp = scenes.project(joints, focal, center)  # (n, 49, 2)
   inside = np.all((kp > -0.5) & (kp < size - 0.5), -1) & (joints[..., 2] > 0)
   gt = joints[:, constants.NUM_OPENPOSE_JOINTS:]  # (n, 24, 3) GT joints
   s3d = gt - gt[:, 14:15]  # root-centred on Pelvis (MPII), as SPIN's S
@@ -550,55 +247,6 @@ def _examples_for_chunk(split, cfg, start, n, model, fwd, mean_fit):
   return examples, jobs
 
 
-def _face_parts(model) -> np.ndarray:
-  vparts = render.vertex_part_labels(np.asarray(model.lbs_weights))
-  return render.face_part_labels(model.faces, vparts)
-
-
-def face_bones(model) -> np.ndarray:
-  """(F,) SMPL joint 0..23 of each face: its vertices' dominant skinning bone."""
-  vbones = np.argmax(np.asarray(model.lbs_weights), axis=1).astype(np.uint8)
-  return render.face_part_labels(model.faces, vbones)
-
-
-class RenderPool:
-  """Rendering processes (spawned: no fork after JAX) for one body model."""
-
-  def __init__(self, model, num_workers: int | None = None):
-    self.faces = np.asarray(model.faces, np.int32)
-    self.face_parts = _face_parts(model)
-    self.face_bones = face_bones(model)
-    self.num_workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
-    self._pool = None
-    if self.num_workers > 0:
-      ctx = multiprocessing.get_context('spawn')
-      self._pool = ctx.Pool(self.num_workers, initializer=_init_worker,
-                            initargs=(self.faces, self.face_parts, self.face_bones))
-
-  def submit(self, jobs):
-    """Starts rendering; returns something `collect` turns into JPEG bytes."""
-    if self._pool is None:
-      _init_worker(self.faces, self.face_parts, self.face_bones)
-      return [_render_job(j) for j in jobs]
-    return self._pool.map_async(
-        _render_job, jobs, chunksize=max(1, len(jobs) // (2 * self.num_workers)))
-
-  @staticmethod
-  def collect(result) -> list[bytes]:
-    return result if isinstance(result, list) else result.get()
-
-  def close(self):
-    if self._pool is not None:
-      self._pool.terminate()
-      self._pool = None
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.close()
-
-
 @functools.lru_cache(maxsize=1)
 def _mean_fit():
   return static_fits.mean_params_fit().astype(np.float32)
@@ -606,7 +254,7 @@ def _mean_fit():
 
 def generate_examples(split: str, cfg: SyntheticConfig, model=None,
                       num_workers: int | None = None, progress: bool = False,
-                      pool: RenderPool | None = None) -> Iterator[dict]:
+                      pool: scenes.RenderPool | None = None) -> Iterator[dict]:
   """Yields the examples of `split` in index order (image = JPEG bytes).
 
   Renders with `pool` if given, else with a pool of `num_workers` processes.
@@ -621,7 +269,7 @@ def generate_examples(split: str, cfg: SyntheticConfig, model=None,
     bar = tqdm.tqdm(total=total, unit='img', desc=f'synthetic {split}')
   own_pool = pool is None
   if own_pool:
-    pool = RenderPool(model, num_workers)
+    pool = scenes.RenderPool(model, num_workers)
   try:
     pending = None  # the pool renders chunk k while the parent prepares k + 1
     for start in range(0, total, _CHUNK):
@@ -642,7 +290,7 @@ def generate_examples(split: str, cfg: SyntheticConfig, model=None,
 
 
 def _finish(examples, result, bar):
-  images = RenderPool.collect(result)
+  images = scenes.RenderPool.collect(result)
   for ex, img in zip(examples, images):
     ex['image'] = img
     if bar is not None:
@@ -690,7 +338,7 @@ def _builder_class():
               synthetic_config=json.dumps(dataclasses.asdict(self._synthetic_config)),
               scenes=json.dumps({sp: dataclasses.asdict(self._synthetic_config.scene(sp))
                                  for sp in SPLITS}),
-              pose_sampler='gmm' if _gmm_prior() is not None else 'simple'),
+              pose_sampler='gmm' if scenes.gmm_prior() is not None else 'simple'),
       )
 
     def _split_generators(self, dl_manager):
@@ -698,7 +346,7 @@ def _builder_class():
       self._model = _load_body_model(
           self._synthetic_config.body_model if self._body_model is None
           else self._body_model)
-      self._pool = RenderPool(self._model, self._num_workers)  # all splits
+      self._pool = scenes.RenderPool(self._model, self._num_workers)  # all splits
       return {s: self._generate_examples(s) for s in SPLITS
               if self._synthetic_config.num_examples(s) > 0}
 
