@@ -69,8 +69,13 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
         enable_async_checkpointing=False)
+    # Handlers given up front, so item_metadata can read a step's shapes.
+    handlers = dict(model=ocp.StandardCheckpointHandler(),
+                    train=ocp.StandardCheckpointHandler(),
+                    data=ocp.JsonCheckpointHandler(),
+                    config=ocp.JsonCheckpointHandler())
     self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=ITEMS)
+                                         item_handlers=handlers)
     self._skipped: set[int] = set()  # unreadable steps (read-only mode)
 
   def latest_step(self) -> int | None:
@@ -111,11 +116,12 @@ class Checkpointer:
     module doc). An explicit step must exist and be readable.
     Returns dict(model=..., train=... (if asked), data=dict, config=dict, step=int).
     """
-    items = dict(model=ocp.args.StandardRestore(_abstract(abstract_model)),
-                 data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore())
+    targets = dict(model=_abstract(abstract_model))
     if abstract_train is not None:
-      items['train'] = ocp.args.StandardRestore(_abstract(abstract_train))
-    out, step = self._restore(items, step)
+      targets['train'] = _abstract(abstract_train)
+    items = {k: ocp.args.StandardRestore(v) for k, v in targets.items()}
+    items.update(data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore())
+    out, step = self._restore(items, step, targets)
     res = {k: out[k] for k in items}
     res['step'] = step
     return res
@@ -126,12 +132,13 @@ class Checkpointer:
       raise CheckpointError(f'{self.directory}: step {step} holds an empty config.')
     return ml_collections.ConfigDict(out['config'])
 
-  def _restore(self, items: dict, step: int | None):
+  def _restore(self, items: dict, step: int | None, targets: dict | None = None):
     if step is not None:
       if step not in self.manager.all_steps():
         raise FileNotFoundError(
             f'{self.directory}: no checkpoint at step {step}; steps present: '
             f'{self.all_steps() or "none"}.')
+      self._check_structure(step, targets or {})
       try:
         return self.manager.restore(step, args=ocp.args.Composite(**items)), step
       except Exception as e:
@@ -144,11 +151,40 @@ class Checkpointer:
         why = '; '.join(reasons)
         raise FileNotFoundError(f'No readable checkpoint in {self.directory}'
                                 + (f' ({why})' if why else '') + '.')
+      # Another configuration is the user's error, not a damaged step: it
+      # must never send the checkpoints aside.
+      self._check_structure(step, targets or {})
       try:
         return self.manager.restore(step, args=ocp.args.Composite(**items)), step
       except Exception as e:  # a truncated or missing file, bad JSON, ...
         reasons.append(f'step {step}: {_root_cause(e)}')
         self._skip(step, e)
+
+  def _check_structure(self, step: int, targets: dict) -> None:
+    """Raises CheckpointError if `step` stores arrays of other shapes than
+    the targets (a checkpoint of another configuration); says nothing when
+    the metadata itself cannot be read (that is a damaged step)."""
+    if not targets:
+      return
+    try:
+      metadata = self.manager.item_metadata(step)
+    except Exception:  # pylint: disable=broad-except
+      return
+    for name, target in targets.items():
+      stored = metadata.get(name) if metadata is not None else None
+      if stored is None:
+        continue
+      have = sorted(_shape_key(x) for x in jax.tree.leaves(stored))
+      want = sorted(_shape_key(x) for x in jax.tree.leaves(target))
+      if have != want:
+        extra = sorted(set(have) - set(want))[:2]
+        missing = sorted(set(want) - set(have))[:2]
+        raise CheckpointError(
+            f'{self.directory}: step {step} was written with another '
+            f'configuration ({name}: {len(have)} arrays stored, {len(want)} '
+            f'expected; e.g. stored {extra or "-"} vs expected {missing or "-"}). '
+            f'Use a new --workdir, or the configuration it was trained with '
+            f'(e.g. --config.model.backbone, the datasets).')
 
   def _skip(self, step: int, error: Exception) -> None:
     where = 'left in place (read-only)'
@@ -173,6 +209,10 @@ def _root_cause(e: BaseException) -> str:
   while e.__cause__ is not None or e.__context__ is not None:
     e = e.__cause__ or e.__context__
   return f'{type(e).__name__}: {e}'.strip()[:300]
+
+
+def _shape_key(x) -> tuple:
+  return tuple(int(d) for d in x.shape), str(x.dtype)
 
 
 def _abstract(tree: Any) -> Any:

@@ -114,3 +114,19 @@ def test_no_readable_checkpoint_is_one_clear_error(tmp_path):
     inference.load_workdir_model(wd)
   with pytest.raises(FileNotFoundError, match='no checkpoint at step 7; steps present'):
     inference.load_workdir_model(wd, step=7)
+
+
+def test_resuming_with_another_backbone_is_one_clear_error(tmp_path):
+  """Another configuration is the user's error: one message, and the
+  checkpoints stay where they are (never treated as damaged)."""
+  cfg, bm, prior = tl.tiny_setup(num_train_steps=2, checkpoint_every=0)
+  wd = str(tmp_path / 'wd')
+  train.train_and_evaluate(cfg, wd, body_model=bm, prior=prior,
+                           train_data=tl.make_data(cfg, bm))
+  cfg.model.hidden_dim = 2 * cfg.model.hidden_dim
+  cfg.num_train_steps = 4
+  with pytest.raises(ckpt_lib.CheckpointError, match='another configuration'):
+    train.train_and_evaluate(cfg, wd, body_model=bm, prior=prior,
+                             train_data=tl.make_data(cfg, bm))
+  assert os.listdir(os.path.join(wd, 'checkpoints')) == ['2']
+  assert not os.path.exists(os.path.join(wd, 'checkpoints_unreadable'))
