@@ -42,14 +42,16 @@ ground-truth slots get confidence 0.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 from ai_edge_litert import interpreter as litert
 
 from spin_jax import constants
+from spin_jax import fileio
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
 DETECTION_MODEL = os.path.join(ASSETS_DIR, 'pose_detection.tflite')
@@ -545,3 +547,190 @@ def people_keypoints(people: Sequence[Person]) -> np.ndarray:
   if not people:
     return np.zeros((0, constants.NUM_JOINTS, 3), np.float32)
   return np.stack([p.keypoints for p in people])
+
+
+# ---------------------------------------------------------------------------
+# Keypoint files: OpenPose BODY_25, COCO-17, this detector's JSON, SPIN arrays.
+
+DETECTIONS_FORMAT = 'spin_jax.keypoints/1'
+# SPIN's slots (among the 24 ground-truth joints, 25..48 of the 49) for the
+# 17 COCO keypoints in COCO order (nose, eyes, ears, shoulders, elbows,
+# wrists, hips, knees, ankles; left before right), as SPIN's COCO loader.
+COCO17_TO_J24 = (19, 20, 21, 22, 23, 9, 8, 10, 7, 11, 6, 3, 2, 4, 1, 5, 0)
+NUM_COCO_KEYPOINTS = 17
+KEYPOINT_FILE_FORMATS = ('openpose_body25', 'coco17', DETECTOR_NAME, 'spin49')
+
+
+def coco17_to_spin49(kp: np.ndarray) -> np.ndarray:
+  """(..., 17, 3) COCO keypoints (x, y, conf) -> (..., 49, 3) SPIN joints."""
+  kp = np.asarray(kp, np.float32)
+  out = np.zeros(kp.shape[:-2] + (constants.NUM_JOINTS, 3), np.float32)
+  out[..., [constants.NUM_OPENPOSE_JOINTS + j for j in COCO17_TO_J24], :] = kp
+  return out
+
+
+def body25_to_spin49(kp: np.ndarray) -> np.ndarray:
+  """(..., 25, 3) OpenPose BODY_25 -> (..., 49, 3): the same 25 first slots."""
+  kp = np.asarray(kp, np.float32)
+  out = np.zeros(kp.shape[:-2] + (constants.NUM_JOINTS, 3), np.float32)
+  out[..., :constants.NUM_OPENPOSE_JOINTS, :] = kp
+  return out
+
+
+def _coco_rows(values, where: str, *, visibility_flags: bool) -> np.ndarray:
+  kp = np.asarray(values, np.float32)
+  if kp.size != 3 * NUM_COCO_KEYPOINTS:
+    raise ValueError(f'{where}: "keypoints" must hold 17 x, y, v triplets '
+                     f'(COCO-17), got {kp.size} values.')
+  kp = kp.reshape(NUM_COCO_KEYPOINTS, 3)
+  if visibility_flags:  # COCO annotations: v = 0 unlabelled, 1 or 2 labelled
+    kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
+  return kp
+
+
+def _parse_json(data: Any, where: str, image_name: str | None):
+  """(P, 49, 3) and the format name from a parsed keypoint JSON."""
+  if isinstance(data, dict) and data.get('format') == DETECTIONS_FORMAT:
+    people = data.get('people')
+    if not isinstance(people, list):
+      raise ValueError(f'{where}: a {DETECTIONS_FORMAT} file needs a "people" list.')
+    rows = []
+    for i, person in enumerate(people):
+      kp = np.asarray(person.get('keypoints_spin49', []), np.float32)
+      if kp.shape != (constants.NUM_JOINTS, 3):
+        raise ValueError(f'{where}: people[{i}].keypoints_spin49 must be 49 '
+                         f'[x, y, conf] rows, got shape {kp.shape}.')
+      rows.append(kp)
+    return _stack49(rows), DETECTOR_NAME
+  if isinstance(data, dict) and isinstance(data.get('people'), list):
+    rows = []
+    for i, person in enumerate(data['people']):
+      kp = np.asarray(person.get('pose_keypoints_2d', []), np.float32)
+      if kp.size != 3 * constants.NUM_OPENPOSE_JOINTS:
+        raise ValueError(
+            f'{where}: people[{i}].pose_keypoints_2d must hold 25 x, y, c '
+            f'triplets (OpenPose BODY_25), got {kp.size} values.')
+      rows.append(body25_to_spin49(kp.reshape(-1, 3)))
+    return _stack49(rows), 'openpose_body25'
+  if isinstance(data, dict) and isinstance(data.get('annotations'), list):
+    anns = data['annotations']
+    images = data.get('images') or []
+    ids = {a.get('image_id') for a in anns}
+    if image_name is not None and images:
+      wanted = {im.get('id') for im in images
+                if os.path.basename(str(im.get('file_name', ''))) == image_name}
+      if not wanted:
+        raise ValueError(f'{where}: no image named {image_name!r} in "images".')
+      anns = [a for a in anns if a.get('image_id') in wanted]
+    elif len(ids) > 1:
+      raise ValueError(f'{where}: COCO annotations of {len(ids)} images; give '
+                       '--img to pick one (matched by file name).')
+    rows = [coco17_to_spin49(_coco_rows(a.get('keypoints', []),
+                                        f'{where}: annotation {a.get("id")}',
+                                        visibility_flags=True))
+            for a in anns if a.get('num_keypoints', 1) and 'keypoints' in a]
+    return _stack49(rows), 'coco17'
+  if isinstance(data, list) and all(isinstance(d, dict) and 'keypoints' in d
+                                    for d in data):
+    ids = {d.get('image_id') for d in data}
+    if len(ids) > 1:
+      raise ValueError(f'{where}: COCO-style results of {len(ids)} images; give '
+                       'a file with one image\'s people.')
+    rows = [coco17_to_spin49(_coco_rows(d['keypoints'], f'{where}: [{i}]',
+                                        visibility_flags=False))
+            for i, d in enumerate(data)]
+    return _stack49(rows), 'coco17'
+  raise ValueError(
+      f'{where}: unrecognised keypoint JSON; expected OpenPose ({{"people": '
+      f'[{{"pose_keypoints_2d": ...}}]}}), COCO annotations ({{"annotations": '
+      f'[{{"keypoints": ...}}]}}), COCO-style results ([{{"keypoints": ...}}]) '
+      f'or {DETECTIONS_FORMAT} (demo.py\'s NAME_keypoints.json).')
+
+
+def _stack49(rows) -> np.ndarray:
+  if not rows:
+    return np.zeros((0, constants.NUM_JOINTS, 3), np.float32)
+  return np.stack(rows).astype(np.float32)
+
+
+def read_keypoints_file(path: str, *, flag: str = '--keypoints',
+                        image_name: str | None = None
+                        ) -> tuple[np.ndarray, str]:
+  """Keypoints of every person in a file, recognised by its content.
+
+  JSON: OpenPose BODY_25 ("people"[i]."pose_keypoints_2d"), COCO-17
+  annotations ("annotations"[i]."keypoints", visibility 0 -> confidence 0,
+  1 or 2 -> 1; with several images, the one whose file name is image_name),
+  COCO-17 results (a list of {"keypoints": 51 values, "score"}: the third
+  value is the confidence; e.g. a top-down detector's output), or this
+  detector's format (`DETECTIONS_FORMAT`). NumPy .npy: (P, 49, 3) / (49, 3)
+  SPIN joints, (P, 25, 3) BODY_25, (P, 17, 3) COCO-17, (P, 33, 3 or 4)
+  BlazePose landmarks (x, y, visibility[, presence]). All in image pixels.
+
+  Mapping to SPIN's 49: BODY_25 and BlazePose fill the OpenPose slots (0-24),
+  COCO-17 fills SPIN's ground-truth slots as SPIN's COCO loader does
+  (`COCO17_TO_J24`).
+
+  Returns:
+    ((P, 49, 3) float32, format name in KEYPOINT_FILE_FORMATS).
+  """
+  where = f'{flag} {path!r}'
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{where} does not exist.')
+  if path.lower().endswith('.json'):
+    try:
+      with open(path) as f:
+        data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise ValueError(f'{where} is not valid JSON: {e}') from e
+    return _parse_json(data, where, image_name)
+  if path.lower().endswith('.npy'):
+    try:
+      kp = np.load(path, allow_pickle=False)
+    except ValueError as e:
+      raise ValueError(f'{where}: not a plain numeric .npy array ({e}).') from e
+    kp = np.asarray(kp, np.float32)
+    if kp.ndim == 2:
+      kp = kp[None]
+    shape = kp.shape[1:] if kp.ndim == 3 else None
+    if shape == (constants.NUM_JOINTS, 3):
+      return kp, 'spin49'
+    if shape == (constants.NUM_OPENPOSE_JOINTS, 3):
+      return body25_to_spin49(kp), 'openpose_body25'
+    if shape == (NUM_COCO_KEYPOINTS, 3):
+      return coco17_to_spin49(kp), 'coco17'
+    if shape in ((NUM_LANDMARKS, 3), (NUM_LANDMARKS, 4)):
+      return to_spin49(kp[..., :3]), DETECTOR_NAME
+    raise ValueError(f'{where}: array of shape {np.shape(kp)}; expected (P, J, 3) '
+                     f'or (J, 3) with J = 49 (SPIN), 25 (OpenPose BODY_25), 17 '
+                     f'(COCO) or 33 (BlazePose; 3 or 4 columns).')
+  raise ValueError(f'{where}: expected a .json (OpenPose, COCO or '
+                   f'{DETECTIONS_FORMAT}) or a .npy array.')
+
+
+def detections_dict(people: Sequence[Person],
+                    image_size: Sequence[int]) -> dict[str, Any]:
+  """The detector's output as JSON-ready data (format DETECTIONS_FORMAT):
+
+    {"format": "spin_jax.keypoints/1", "detector": "blazepose_full",
+     "image_size": [H, W], "landmark_names": [33 names],
+     "people": [{"score", "presence",
+                 "landmarks": 33 x [x, y, visibility, presence],
+                 "keypoints_spin49": 49 x [x, y, confidence]}]}
+  Image pixels, centres at integers. `read_keypoints_file` reads it back.
+  """
+  return dict(
+      format=DETECTIONS_FORMAT, detector=DETECTOR_NAME,
+      image_size=[int(image_size[0]), int(image_size[1])],
+      landmark_names=list(LANDMARK_NAMES),
+      people=[dict(score=round(float(p.score), 4),
+                   presence=round(float(p.presence), 4),
+                   landmarks=np.round(p.landmarks.astype(np.float64), 3).tolist(),
+                   keypoints_spin49=np.round(p.keypoints.astype(np.float64), 3).tolist())
+              for p in people])
+
+
+def write_detections(path: str, people: Sequence[Person],
+                     image_size: Sequence[int]) -> None:
+  """Writes detections_dict as JSON, atomically."""
+  fileio.atomic_write_json(path, detections_dict(people, image_size))
