@@ -251,3 +251,35 @@ def test_demo_cli_no_person(tmp_path, cache):
   r = _run('demo.py', f'--img={tmp_path / "missing.jpg"}', f'--out={out}',
            cache=cache)
   assert r.returncode != 0 and 'missing.jpg' in r.stderr
+
+
+def test_refine_from_a_regressor(astronaut, body, prior, detector, tmp_path):
+  from spin_jax import convert, models  # pylint: disable=g-import-not-at-top
+  cfg = models.ModelConfig(backbone='resnet18', img_res=32, hidden_dim=32)
+  path = str(tmp_path / 'converted')
+  convert.save_converted(path, models.create_model(cfg, seed=0), source='test')
+  loaded = inference.load_model(path, body_model='default-low')
+  predictor = inference.Predictor(loaded.model, loaded.body_model)
+  people = detector(astronaut)
+  kp = keypoints.people_keypoints(people)
+  plain = photo.reconstruct(astronaut, body, prior, keypoints=kp,
+                            predictor=predictor, refine=False)
+  assert not plain.fitted and list(plain.init_source) == ['regressor']
+  assert np.isnan(plain.loss).all()
+  refined = photo.reconstruct(astronaut, body, prior, keypoints=kp,
+                              predictor=predictor, refine=True)
+  assert refined.fitted and refined.init_source[0] in ('regressor', 'mean', 'mean_back')
+  # The untrained regressor's body is far off; the refined one fits.
+  cam = refined.camera
+  err, _ = _reprojection_px(refined.joints[0], cam['translation'][0],
+                            cam['focal_length'][0], cam['camera_center'], kp[0])
+  cam0 = plain.camera
+  err0, _ = _reprojection_px(plain.joints[0], cam0['translation'][0],
+                             cam0['focal_length'][0], cam0['camera_center'], kp[0])
+  assert err < 0.025 * refined.boxes[0].side < err0, (err, err0)
+  # The regressor's start alone (no mean starts) is SMPLify from the prediction.
+  only = photo.fit_people(body, prior, photo.people_boxes(kp)[1],
+                          regressor=photo.regressor_init(
+                              predictor.predict_boxes(astronaut, refined.boxes)),
+                          mean_starts=False)
+  assert list(only.init_source) == ['regressor']
