@@ -15,8 +15,10 @@ is ours, written from the public description of mediapipe's pose graphs:
    from its centre: point 0 the mid-hip, point 1 a point whose distance from
    the mid-hip gives the body's size and whose direction its rotation (points
    2, 3: the same for the upper body, unused). Scores are logits (clipped to
-   +-100). Overlapping detections (IoU of the face boxes > 0.3) are merged by
-   score-weighted averaging (mediapipe's "weighted" non-maximum suppression).
+   +-100). Ours: an image that is not square is also searched in square tiles
+   of its short side (`PoseDetector.detect`). Overlapping detections (IoU of
+   the face boxes > 0.3) are merged by score-weighted averaging (mediapipe's
+   "weighted" non-maximum suppression).
 2. Region of interest per detection: a square centred on the mid-hip, side
    2 * |p1 - p0| * 1.25, turned so that p0 -> p1 points up in the crop.
 3. Landmarks (`pose_landmark_full.tflite`, the ROI resampled to 256x256 RGB in
@@ -25,7 +27,10 @@ is ours, written from the public description of mediapipe's pose graphs:
    probability, and 64x64 heatmaps. Each landmark is refined by the
    heatmap-weighted mean position in the 7x7 heatmap window around it when that
    window's peak (sigmoid) reaches 0.5. Landmarks go back to image pixels
-   through the ROI's similarity transform.
+   through the ROI's similarity transform. Ours: when the visible landmarks
+   fill much less than the region (a person cut off by the border), the face
+   landmarks come from a second pass on the square around them
+   (`PoseDetector.roi_from_landmarks`).
 
 Coordinates: image pixels with pixel centres at integers (OpenCV; the same as
 spin_jax.inference). Confidence of a landmark = its visibility (sigmoid), set to
@@ -250,10 +255,11 @@ def weighted_nms(boxes: np.ndarray, points: np.ndarray, scores: np.ndarray,
 
 @dataclasses.dataclass(frozen=True)
 class Roi:
-  """A square region of interest: centre (x, y) in image pixels, side in
-  pixels, rotation in radians (the crop's up direction is the image's up
-  turned by `rotation` clockwise... i.e. crop point (u, v) maps to
-  centre + side * R(rotation) @ (u - 1/2, v - 1/2) for u, v in [0, 1])."""
+  """A square region of interest in image pixels: centre (x, y), side, and
+  rotation (radians). Crop point (u, v) in [0, 1]^2 is the image point
+  centre + side * R(rotation) @ (u - 1/2, v - 1/2), R the 2D rotation
+  [[cos, -sin], [sin, cos]] (image y points down, so a positive rotation
+  turns the crop's up towards the image's right)."""
   center: tuple[float, float]
   side: float
   rotation: float

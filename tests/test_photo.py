@@ -15,6 +15,7 @@ from spin_jax import inference
 from spin_jax import keypoints
 from spin_jax import photo
 from spin_jax import priors
+from spin_jax import smpl
 from spin_jax import smpl_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +74,7 @@ def test_smplify_fits_the_detected_keypoints(astronaut_fit, body):
   box = rec.boxes[0]
   k = box.side / constants.IMG_RES
   t0 = np.asarray(start.camera_translation[0], np.float64)
-  joints0 = np.asarray(photo.smpl.joints_forward(
+  joints0 = np.asarray(smpl.joints_forward(
       body, start.betas[:1], start.body_pose[:1], start.global_orient[:1]))[0]
   # Crop camera -> image pixels: u = k (f X / Z + 112 - 112) + box centre.
   uv0 = (constants.FOCAL_LENGTH * (joints0 + t0)[:, :2] / (joints0 + t0)[:, 2:]) * k
