@@ -685,6 +685,6 @@ def summary_json(rec: Reconstruction, files: Sequence[str]) -> str:
   return json.dumps(dict(
       people=rec.num_people, files=list(files),
       init=rec.init_source.tolist(),
-      loss=np.round(rec.loss.astype(np.float64), 2).tolist(),
+      loss=[None if not np.isfinite(x) else round(float(x), 2) for x in rec.loss],
       cam_t=np.round(rec.camera['translation'], 4).tolist(),
       focal_length=np.round(rec.camera['focal_length'], 2).tolist()))
