@@ -35,7 +35,8 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from spin_jax.datasets import images  # pylint: disable=g-import-not-at-top
+from spin_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from spin_jax.datasets import images  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _DATASET = flags.DEFINE_string('dataset', None, 'Dataset name(s), comma-separated.',
                                required=True)
@@ -113,8 +114,8 @@ def _fits_from_dir(spec) -> str | None:
     return path
   if spec.name == 'h36m':
     return None
-  sys.exit(f'error building {spec.name}: missing file {path} (expected '
-           "SPIN's static fits for it in --static_fits_dir)")
+  raise FileNotFoundError(f'building {spec.name}: missing file {path} (expected '
+                          "SPIN's static fits for it in --static_fits_dir)")
 
 
 def main(argv):
@@ -148,6 +149,9 @@ def main(argv):
                                _IMAGE_DIR.value, _MASK_DIR.value)
   elif not _MANUAL_DIR.value:
     raise app.UsageError('give --manual_dir (raw release) or --from_spin_npz')
+  elif not os.path.isdir(_MANUAL_DIR.value):
+    raise FileNotFoundError(f'--manual_dir {_MANUAL_DIR.value!r} is not a folder '
+                            '(the raw release, see spin_jax/datasets/README.md).')
   if _STATIC_FITS.value and len(names) != 1:
     raise app.UsageError('--static_fits applies to one dataset at a time; '
                          'use --static_fits_dir for several')
@@ -166,7 +170,7 @@ def main(argv):
           max_examples=_MAX_EXAMPLES.value, num_workers=_NUM_WORKERS.value,
           max_crop_side=_MAX_CROP_SIDE.value)
     except common.DatasetFormatError as e:
-      sys.exit(f'error building {name}: {e}')
+      raise ValueError(f'building {name}: {e}') from e
     spec = datasets.spec(name)
     n = builder.info.splits[spec.split].num_examples
     path = datasets.dataset_dir(name, _DATA_DIR.value)
@@ -181,4 +185,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -31,6 +31,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from spin_jax import cli
+
 _ASSETS = os.path.join(os.path.dirname(__file__), '..', 'spin_jax', 'assets')
 FLAGS = flags.FLAGS
 
@@ -120,4 +122,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

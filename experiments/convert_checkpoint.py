@@ -21,6 +21,8 @@ import os
 from absl import app
 from absl import flags
 
+from spin_jax import cli
+
 FLAGS = flags.FLAGS
 
 
@@ -108,4 +110,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -46,6 +46,8 @@ import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from spin_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 # pylint: disable=g-import-not-at-top
 from spin_jax import fileio
 from spin_jax import inference
@@ -176,6 +178,8 @@ def main(argv):
       keypoints, fmt = keypoints_lib.read_keypoints_file(
           _OPENPOSE.value, flag='--openpose',
           image_name=os.path.basename(_IMG.value))
+      keypoints = inference.check_keypoints(
+          keypoints, f'--openpose {_OPENPOSE.value!r}', image.shape[:2])
       logging.info('%d person(s) in %s (%s)', len(keypoints), _OPENPOSE.value, fmt)
     try:
       rec, people = run(image, f'--img {_IMG.value!r}', keypoints)
@@ -236,4 +240,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

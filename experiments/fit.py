@@ -47,6 +47,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from spin_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 
@@ -87,6 +89,9 @@ def main(argv):
     keypoints, fmt = keypoints_lib.read_keypoints_file(
         _KEYPOINTS.value,
         image_name=os.path.basename(_IMG.value) if _IMG.value else None)
+    keypoints = inference.check_keypoints(
+        keypoints, f'--keypoints {_KEYPOINTS.value!r}',
+        image.shape[:2] if image is not None else None)
     source = _KEYPOINTS.value
   else:
     people = keypoints_lib.PoseDetector()(image)
@@ -159,4 +164,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -15,6 +15,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from spin_jax import cli
+
 FLAGS = flags.FLAGS
 
 
@@ -152,4 +154,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -75,6 +75,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from spin_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from experiments.configs import default as default_config
 from spin_jax import augment
@@ -86,7 +88,9 @@ from spin_jax import metrics
 from spin_jax import parallel
 from spin_jax import smpl_io
 from spin_jax import smplify as smplify_lib
+from spin_jax import step as step_lib
 from spin_jax import train
+from spin_jax import validation
 from spin_jax.datasets import synthetic
 
 SETTINGS = ('paired', 'unpaired')
@@ -208,9 +212,6 @@ def train_pipeline(config, sources):
           img_res=config.model.img_res, flip_prob=config.data.flip_prob,
           noise_factor=config.data.noise_factor),
       ignore_3d=config.data.ignore_3d)
-  pipe.num_rows = pipe.num_fits_rows
-  pipe.layout = [(n, pipe.dataset_offsets[n], s)
-                 for n, s in zip(pipe.names, pipe.sizes)]
   return pipe
 
 
@@ -257,7 +258,7 @@ def _padded(a: np.ndarray, size: int) -> np.ndarray:
 
 @jax.jit
 def _eval_joints(body_model, pose, betas):
-  return train.centred_j14(body_model, betas, pose)[0]
+  return validation.centred_j14(body_model, betas, pose)[0]
 
 
 def fits_error(body_model, fit_rows: np.ndarray, gt_pose: np.ndarray,
@@ -319,7 +320,7 @@ def static_fits(config, sources, layout, out_dir: str, body_model, prior,
   mode, the un-augmented crop), written as SPIN's <dataset>_fits.npy files."""
   if all(os.path.isfile(os.path.join(out_dir, f'{n}_fits.npy')) for n, _, _ in layout):
     return
-  model = train.create_model(config)
+  model = step_lib.create_model(config)
   model.eval()
   graphdef, state = nnx.split(model)
   cfg = smplify_lib.SMPLifyConfig(mode='faithful')
@@ -327,7 +328,7 @@ def static_fits(config, sources, layout, out_dir: str, body_model, prior,
   @jax.jit
   def fit(state, images, keypoints, body_model, prior):
     pred = nnx.merge(graphdef, state)(images)
-    res = train.smplify_from_prediction(
+    res = step_lib.smplify_from_prediction(
         pred, fits_lib.keypoints_to_pixels(keypoints), body_model, prior, cfg)
     p = res.params
     return jnp.concatenate([p.global_orient, p.body_pose, p.betas], -1)
@@ -389,7 +390,7 @@ class Probe:
   def __init__(self, run_dir, graphdef, test: Scan, wild: Scan, wild_offset,
                curve_test_size, final_step, fit_threshold, batch, mesh):
     self.path = os.path.join(run_dir, 'curve.json')
-    self.eval_fn = train.make_eval_fn(graphdef)
+    self.eval_fn = validation.make_eval_fn(graphdef)
     self.test, self.wild, self.wild_offset = test, wild, wild_offset
     self.curve_test_size = curve_test_size
     self.final_step = final_step
@@ -408,7 +409,7 @@ class Probe:
         yield dict(image=_padded(images[a:b], self.batch),
                    pose=_padded(pose[a:b], self.batch),
                    betas=_padded(betas[a:b], self.batch), valid=valid)
-    return train.evaluate(self.eval_fn, state, batches(), body_model, self.mesh)
+    return validation.validate(self.eval_fn, state, batches(), body_model, self.mesh)
 
   def __call__(self, step, state, body_model):
     t0 = time.time()
@@ -448,7 +449,7 @@ def run_one(run_dir, config, sources, test, wild, wild_offset, preset, mesh,
   if os.path.isfile(result_path):
     with open(result_path) as f:
       return json.load(f)
-  graphdef = train.split_model(train.create_model(config))[0]
+  graphdef = step_lib.split_model(step_lib.create_model(config))[0]
   probe = Probe(run_dir, graphdef, test, wild, wild_offset,
                 preset['curve_test_size'], config.num_train_steps,
                 config.fit_threshold, preset['eval_batch_size'], mesh)
@@ -586,7 +587,7 @@ def run_experiment(preset_name: str, workdir: str, out_path: str,
   mesh = parallel.make_mesh()
   body_model = smpl_io.resolve_body_model(preset['body_model'])
   base0 = base_config(preset, data_dir, seeds[0])
-  prior = train._load_prior(base0)  # pylint: disable=protected-access
+  prior = train.load_prior(base0)  # pylint: disable=protected-access
   layout_pipe = train_pipeline(base0, sources)
   layout, wild_offset = layout_pipe.layout, layout_pipe.dataset_offsets['synthetic-2d']
   layout_pipe.close()
@@ -648,4 +649,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -19,10 +19,20 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), 'configs', 'default.py'),
-    'Training configuration file (":tiny" suffix for the test setting).',
-    lock_config=True)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+
+from spin_jax import cli
+from spin_jax import parallel
+from spin_jax import train
+
+try:  # config_flags reads the command line (and flagfiles) right here
+  _CONFIG = config_flags.DEFINE_config_file(
+      'config', os.path.join(os.path.dirname(__file__), 'configs', 'default.py'),
+      'Training configuration file (":tiny" suffix for the test setting).',
+      lock_config=True)
+except flags.Error as e:
+  cli.flag_error(e)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, logs, fits.',
                                required=True)
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -39,22 +49,20 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from spin_jax import parallel
   if _DISTRIBUTED.value or _COORDINATOR.value:
-    import jax
     if _COORDINATOR.value:
       parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                       _PROCESS_ID.value)
     else:
       jax.distributed.initialize()
-  from spin_jax import train
   config = _CONFIG.value
   logging.info('Config:\n%s', config)
   result = train.train_and_evaluate(config, _WORKDIR.value)
   summary = ', '.join(f'{k}={v:.4g}' for k, v in sorted(result.items())
                       if k.startswith(('eval', 'loss/total', 'fits/')))
   print(f'Finished at step {result.get("step")}: {summary}')
+  print(f'wrote {os.path.abspath(_WORKDIR.value)} (checkpoints, fits, tensorboard)')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

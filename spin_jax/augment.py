@@ -30,6 +30,7 @@ import dataclasses
 
 import cv2
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from spin_jax import constants
 
@@ -80,45 +81,6 @@ def rot_z(angle_deg: float) -> np.ndarray:
   a = np.deg2rad(angle_deg)
   c, s = np.cos(a), np.sin(a)
   return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def axis_angle_to_matrix(aa) -> np.ndarray:
-  """Rodrigues (3,) -> (3, 3), float64."""
-  aa = np.asarray(aa, np.float64)
-  theta = np.linalg.norm(aa)
-  k = np.array([[0, -aa[2], aa[1]], [aa[2], 0, -aa[0]], [-aa[1], aa[0], 0]])
-  if theta < 1e-8:  # second-order series
-    return np.eye(3) + k + 0.5 * k @ k
-  k = k / theta
-  return np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * k @ k
-
-
-def matrix_to_axis_angle(r) -> np.ndarray:
-  """(3, 3) -> (3,) through a quaternion (robust at 0 and near pi)."""
-  r = np.asarray(r, np.float64)
-  # Shepperd: pick the largest of 4 candidates for numerical stability.
-  tr = np.trace(r)
-  cands = np.array([tr, r[0, 0], r[1, 1], r[2, 2]])
-  i = int(np.argmax(cands))
-  if i == 0:
-    w = np.sqrt(max(1 + tr, 0.0)) / 2
-    x, y, z = (r[2, 1] - r[1, 2]) / (4 * w), (r[0, 2] - r[2, 0]) / (4 * w), (r[1, 0] - r[0, 1]) / (4 * w)
-  elif i == 1:
-    x = np.sqrt(max(1 + 2 * r[0, 0] - tr, 0.0)) / 2
-    w, y, z = (r[2, 1] - r[1, 2]) / (4 * x), (r[0, 1] + r[1, 0]) / (4 * x), (r[0, 2] + r[2, 0]) / (4 * x)
-  elif i == 2:
-    y = np.sqrt(max(1 + 2 * r[1, 1] - tr, 0.0)) / 2
-    w, x, z = (r[0, 2] - r[2, 0]) / (4 * y), (r[0, 1] + r[1, 0]) / (4 * y), (r[1, 2] + r[2, 1]) / (4 * y)
-  else:
-    z = np.sqrt(max(1 + 2 * r[2, 2] - tr, 0.0)) / 2
-    w, x, y = (r[1, 0] - r[0, 1]) / (4 * z), (r[0, 2] + r[2, 0]) / (4 * z), (r[1, 2] + r[2, 1]) / (4 * z)
-  if w < 0:
-    w, x, y, z = -w, -x, -y, -z
-  v = np.array([x, y, z])
-  s = np.linalg.norm(v)
-  if s < 1e-12:
-    return 2 * v  # small angle: sin(theta/2) ~ theta/2
-  return v * (2 * np.arctan2(s, w) / s)
 
 
 # ---------------------------------------------------------------- transforms
@@ -199,7 +161,8 @@ def rotate_global_orient(pose, rot: float) -> np.ndarray:
   """Left-multiplies the global orientation of a (72,) pose by Rz(-rot)."""
   pose = np.asarray(pose, np.float64).copy()
   if rot != 0.0:
-    pose[:3] = matrix_to_axis_angle(rot_z(-rot) @ axis_angle_to_matrix(pose[:3]))
+    pose[:3] = (Rotation.from_matrix(rot_z(-rot))
+                * Rotation.from_rotvec(pose[:3])).as_rotvec()
   return pose
 
 

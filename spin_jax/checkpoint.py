@@ -9,19 +9,36 @@ A checkpoint directory `<workdir>/checkpoints/<step>/` holds four items:
 Orbax writes each step into a temporary folder and renames it when complete,
 so a run killed at any moment leaves only whole checkpoints. Unlike SPIN,
 which saved its fits table only on a timed exit, the table is in every one.
+
+Restoring falls back: a step that cannot be read (a truncated file, a
+missing item) is reported and skipped, and the newest readable step is used.
+A writable Checkpointer (training) moves the unreadable step aside into
+`<workdir>/checkpoints_unreadable/` (never deletes it), so that training can
+save that step number again; a read-only one (evaluation, demo, export)
+leaves the directory untouched.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
 from typing import Any
 
+from absl import logging
+from flax import nnx
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
 CHECKPOINT_SUBDIR = 'checkpoints'
+UNREADABLE_SUBDIR = 'checkpoints_unreadable'
 ITEMS = ('model', 'train', 'data', 'config')
+
+
+class CheckpointError(RuntimeError):
+  """No readable checkpoint, or a save that failed (disk full, read-only)."""
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -44,62 +61,180 @@ class Checkpointer:
   def __init__(self, workdir: str, max_to_keep: int | None = 3,
                read_only: bool = False):
     self.directory = checkpoint_dir(workdir)
+    self.read_only = read_only
+    if read_only and not os.path.isdir(self.directory):
+      raise FileNotFoundError(
+          f'{workdir}: no checkpoints (expected a training workdir holding '
+          f'{CHECKPOINT_SUBDIR}/<step>/ folders).')
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
         enable_async_checkpointing=False)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=ITEMS)
+    self._skipped: set[int] = set()  # unreadable steps (read-only mode)
 
   def latest_step(self) -> int | None:
-    return self.manager.latest_step()
+    steps = self.all_steps()
+    return steps[-1] if steps else None
 
   def all_steps(self) -> list[int]:
-    return list(self.manager.all_steps())
+    return sorted(s for s in self.manager.all_steps() if s not in self._skipped)
 
   def save(self, step: int, model: Any, train: Any, data_state: dict | None,
            config: ml_collections.ConfigDict | dict | None) -> None:
-    """Blocking, atomic save of everything at `step` (overwrites nothing)."""
+    """Blocking, atomic save of everything at `step` (overwrites nothing).
+
+    Raises CheckpointError if the write fails; the earlier checkpoints stay.
+    """
     if step in self.manager.all_steps():
       return  # already saved (e.g. periodic save followed by the final one)
     cfg = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else (
         config or {})
-    self.manager.save(step, args=ocp.args.Composite(
-        model=ocp.args.StandardSave(model),
-        train=ocp.args.StandardSave(train),
-        data=ocp.args.JsonSave(data_state or {}),
-        config=ocp.args.JsonSave(json.loads(json.dumps(cfg, default=str)))),
-        force=True)
-    self.manager.wait_until_finished()
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          model=ocp.args.StandardSave(model),
+          train=ocp.args.StandardSave(train),
+          data=ocp.args.JsonSave(data_state or {}),
+          config=ocp.args.JsonSave(json.loads(json.dumps(cfg, default=str)))),
+          force=True)
+      self.manager.wait_until_finished()
+    except Exception as e:  # orbax wraps OSErrors in several layers
+      raise CheckpointError(
+          f'could not save step {step} in {self.directory} ({_root_cause(e)}); '
+          f'the previous checkpoint (step {self.latest_step()}) is kept.') from e
 
   def restore(self, abstract_model: Any, abstract_train: Any | None = None,
               step: int | None = None) -> dict:
     """Restores onto the structure (and shardings) of the given targets.
 
+    step None: the newest readable step (unreadable ones are skipped, see the
+    module doc). An explicit step must exist and be readable.
     Returns dict(model=..., train=... (if asked), data=dict, config=dict, step=int).
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'No checkpoint in {self.directory}.')
     items = dict(model=ocp.args.StandardRestore(_abstract(abstract_model)),
                  data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore())
     if abstract_train is not None:
       items['train'] = ocp.args.StandardRestore(_abstract(abstract_train))
-    out = self.manager.restore(step, args=ocp.args.Composite(**items))
+    out, step = self._restore(items, step)
     res = {k: out[k] for k in items}
     res['step'] = step
     return res
 
   def restore_config(self, step: int | None = None) -> ml_collections.ConfigDict:
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'No checkpoint in {self.directory}.')
-    out = self.manager.restore(
-        step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    out, _ = self._restore(dict(config=ocp.args.JsonRestore()), step)
+    if not out['config']:
+      raise CheckpointError(f'{self.directory}: step {step} holds an empty config.')
     return ml_collections.ConfigDict(out['config'])
+
+  def _restore(self, items: dict, step: int | None):
+    if step is not None:
+      if step not in self.manager.all_steps():
+        raise FileNotFoundError(
+            f'{self.directory}: no checkpoint at step {step}; steps present: '
+            f'{self.all_steps() or "none"}.')
+      try:
+        return self.manager.restore(step, args=ocp.args.Composite(**items)), step
+      except Exception as e:
+        raise CheckpointError(f'{self.directory}: step {step} cannot be read '
+                              f'({_root_cause(e)}).') from e
+    reasons = []
+    while True:
+      step = self.latest_step()
+      if step is None:
+        why = '; '.join(reasons)
+        raise FileNotFoundError(f'No readable checkpoint in {self.directory}'
+                                + (f' ({why})' if why else '') + '.')
+      try:
+        return self.manager.restore(step, args=ocp.args.Composite(**items)), step
+      except Exception as e:  # a truncated or missing file, bad JSON, ...
+        reasons.append(f'step {step}: {_root_cause(e)}')
+        self._skip(step, e)
+
+  def _skip(self, step: int, error: Exception) -> None:
+    where = 'left in place (read-only)'
+    if not self.read_only:
+      aside = os.path.join(os.path.dirname(self.directory), UNREADABLE_SUBDIR,
+                           f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+      os.makedirs(os.path.dirname(aside), exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), aside)
+      self.manager.reload()
+      where = f'moved to {aside}'
+    else:
+      self._skipped.add(step)
+    logging.warning('Checkpoint step %d in %s cannot be read (%s); %s. Using '
+                    'the newest readable step instead.', step, self.directory,
+                    _root_cause(error), where)
 
   def close(self) -> None:
     self.manager.close()
 
 
+def _root_cause(e: BaseException) -> str:
+  while e.__cause__ is not None or e.__context__ is not None:
+    e = e.__cause__ or e.__context__
+  return f'{type(e).__name__}: {e}'.strip()[:300]
+
+
 def _abstract(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+# ---------------------------------------------------------------------------
+# Typed PRNG keys (nnx dropout streams) are stored as raw uint32.
+
+
+def key_data(tree):
+  """Typed PRNG keys -> raw uint32 data, for orbax."""
+  return jax.tree.map(
+      lambda x: jax.random.key_data(x)
+      if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, tree)
+
+
+def wrap_keys(tree, like):
+  """Inverse of key_data, with the key implementations of `like`."""
+  return jax.tree.map(
+      lambda x, t: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))
+      if jnp.issubdtype(t.dtype, jax.dtypes.prng_key) else x, tree, like)
+
+
+# ---------------------------------------------------------------------------
+# The train state (spin_jax.step.TrainState) and the regressor alone.
+
+
+def _state_items(state):
+  model = dict(params=state.params, model_state=key_data(state.model_state))
+  train = dict(step=state.step, opt_state=state.opt_state, fits=state.fits,
+               rng=state.rng)
+  return model, train
+
+
+def save_state(ckpt: Checkpointer, state, data_state, config) -> int:
+  """Saves a TrainState with the input pipeline's position; returns the step."""
+  step = int(jax.device_get(state.step))
+  model, train = _state_items(state)
+  ckpt.save(step, model, train, data_state, config)
+  return step
+
+
+def restore_state(ckpt: Checkpointer, state, step: int | None = None):
+  """Restores onto `state`'s structure and shardings -> (state, data_state)."""
+  model, train = _state_items(state)
+  out = ckpt.restore(model, train, step=step)
+  m, t = out['model'], out['train']
+  state = state.replace(step=t['step'], params=m['params'],
+                        model_state=wrap_keys(m['model_state'], state.model_state),
+                        opt_state=t['opt_state'], fits=t['fits'], rng=t['rng'])
+  return state, out['data']
+
+
+def restore_model(ckpt: Checkpointer, model: nnx.Module,
+                  step: int | None = None) -> nnx.Module:
+  """The regressor's params and model state of a checkpoint, merged into a
+  model built with the checkpoint's own config (eval mode)."""
+  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+  out = ckpt.restore(dict(params=params, model_state=key_data(model_state)),
+                     step=step)
+  restored = nnx.merge(graphdef, out['model']['params'],
+                       wrap_keys(out['model']['model_state'], model_state))
+  restored.eval()
+  return restored

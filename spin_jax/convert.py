@@ -41,8 +41,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
+import numpy as np
+import orbax.checkpoint as ocp
 
 from spin_jax import models
 
@@ -254,7 +255,6 @@ def save_converted(directory: str, model: models.HMR, *, kind: str = 'hmr',
 
   The directory appears complete or not at all (written aside, then renamed).
   """
-  import orbax.checkpoint as ocp
   if kind not in KINDS:
     raise ValueError(f'kind={kind!r}: expected one of {KINDS}.')
   directory = os.path.abspath(os.fspath(directory))
@@ -293,7 +293,6 @@ def save_converted(directory: str, model: models.HMR, *, kind: str = 'hmr',
 
 def load_converted(directory: str) -> Converted:
   """Reads a directory written by save_converted (numpy arrays)."""
-  import orbax.checkpoint as ocp
   directory = os.path.abspath(os.fspath(directory))
   meta_path = os.path.join(directory, 'conversion.json')
   if not os.path.exists(meta_path):

@@ -19,11 +19,19 @@ import io
 import json
 from typing import Any, Callable, Iterable, Mapping
 
+import cv2
+import jax
 import numpy as np
+from tqdm import tqdm
 
+from spin_jax import augment
 from spin_jax import constants
+from spin_jax import datasets
 from spin_jax import fileio
 from spin_jax import metrics
+from spin_jax import render
+from spin_jax import smpl
+from spin_jax.datasets import synthetic
 
 
 # ---------------------------------------------------------------------------
@@ -133,7 +141,6 @@ def uncrop_labels(labels, center, scale, image_shape, img_res=None):
   Returns:
     (H, W) uint8 labels.
   """
-  import cv2  # only needed here
   labels = np.asarray(labels)
   h, w = int(image_shape[0]), int(image_shape[1])
   side = max(int(round(float(scale) * constants.BOX_SCALE_UNIT)), 1)
@@ -277,8 +284,6 @@ _GT_VERTICES_FN = None
 def gt_vertices(body_model, pose, betas) -> np.ndarray:
   """(B, V, 3) vertices of axis-angle poses (B, 72) and betas (B, 10)."""
   global _GT_VERTICES_FN
-  import jax
-  from spin_jax import smpl
   if _GT_VERTICES_FN is None:
     def fn(model, pose, betas):
       return smpl.forward(model, betas, pose[:, 3:], pose[:, :3]).vertices
@@ -354,7 +359,6 @@ def score_segmentation(acc: SegmentationAccumulator, pred, batch, *,
   (112, 112) and the predicted crop translation; resize nearest to the box and
   paste into the original frame (orig_center, orig_scale, orig_size).
   """
-  from spin_jax import render
   c = crop_res / 2.0
   for i in range(len(pred['vertices'])):
     t = np.asarray(pred['cam_t'][i], np.float64)
@@ -372,7 +376,6 @@ def score_segmentation(acc: SegmentationAccumulator, pred, batch, *,
 
 def example_to_input(example: Mapping[str, Any], img_res: int) -> np.ndarray:
   """A schema example -> its normalised, un-augmented crop (img_res^2 x 3)."""
-  from spin_jax import augment
   m = augment.crop_matrix(example['center'], float(example['scale']), img_res)
   crop = augment.warp_image(np.asarray(example['image']), m, img_res)
   return augment.normalize_image(crop)
@@ -440,13 +443,11 @@ def evaluate(predict: Callable[[np.ndarray], Mapping[str, np.ndarray]],
     dict of dataset means: mm for errors, % for PCK/AUC/accuracy, F1 in
     [0, 1]; plus 'num_examples'.
   """
-  from tqdm import tqdm
   spec = get_spec(dataset)
   results = ResultAccumulator()
   seg = SegmentationAccumulator() if spec.gt == 'segmentation' else None
   part_labels = None
   if seg is not None:
-    from spin_jax import render
     part_labels = render.vertex_part_labels(np.asarray(body_model.lbs_weights))
   bar = tqdm(total=num_examples, desc=f'eval {dataset}', unit='img',
              disable=not progress)
@@ -508,7 +509,6 @@ def load_examples(dataset: str, data_dir: str | None, num_examples: int = -1,
       source = _synthetic_test_source(data_dir, config, synthetic_size,
                                       body_model)
     else:
-      from spin_jax import datasets
       source = datasets.data_source(spec.source, data_dir)
   except (FileNotFoundError, ValueError, KeyError) as e:  # name what to build
     raise FileNotFoundError(
@@ -523,19 +523,14 @@ def load_examples(dataset: str, data_dir: str | None, num_examples: int = -1,
 def _synthetic_test_source(data_dir, config, size, body_model):
   """The synthetic test split: as training builds it (from its config), or
   a size preset of spin_jax.datasets.synthetic.SIZES."""
-  from spin_jax.datasets import synthetic
   if data_dir is None:
     raise ValueError('the synthetic test split needs --data_dir (or a '
                      'training workdir as --checkpoint).')
   if config is not None and size is None:
     # One canonical mapping of the training config onto the build settings;
     # the data were rendered with the training body model.
-    kwargs = synthetic.build_kwargs(
-        config.data.synthetic_train_size, config.data.synthetic_test_size,
-        config.model.img_res, seed=config.seed, body_model=config.body_model,
-        appearance=config.data.get('synthetic_appearance', 'clothes'),
-        pose_scale=config.data.get('synthetic_pose_scale', 1.0))
-    return synthetic.data_source(data_dir, 'test', **kwargs)
+    return synthetic.data_source(data_dir, 'test',
+                                 **synthetic.build_kwargs_from_config(config))
   return synthetic.data_source(data_dir, 'test', build=False,
                                size=size or 'quickstart',
                                body_model=body_model or 'default')

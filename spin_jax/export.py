@@ -23,10 +23,14 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from spin_jax import camera
+from spin_jax import constants
 from spin_jax import fileio
+from spin_jax import smpl
 
 OUTPUT_KEYS = ('rotmat', 'betas', 'cam', 'vertices', 'joints', 'cam_t')
 
@@ -38,9 +42,6 @@ def make_inference_fn(model, body_model, *, focal_length: float | None = None
   The module's state and the body model are captured, so the returned function
   has the images as its only argument (what we export).
   """
-  from flax import nnx  # local: export users need no flax
-  from spin_jax import camera, constants, smpl
-
   f = constants.FOCAL_LENGTH if focal_length is None else float(focal_length)
   model.eval()
   graphdef, state = nnx.split(model)
@@ -81,15 +82,44 @@ def save(exported: jax.export.Exported, path: str) -> None:
   fileio.atomic_write_bytes(path, exported.serialize())
 
 
-def load(path: str) -> jax.export.Exported:
+class ExportedModel:
+  """A reloaded artefact. `call(images)` checks what the compiled function
+  would take silently: the images must be float32 (a float64 array would be
+  cast), (b, R, R, 3) with the exported R, and finite. `exported` is the raw
+  jax.export.Exported (what `jax.export.deserialize` returns)."""
+
+  def __init__(self, exported: jax.export.Exported, path: str = ''):
+    self.exported = exported
+    self.path = path
+    aval = exported.in_avals[0]
+    self.image_shape = tuple(int(d) for d in aval.shape[1:])
+    self.dtype = aval.dtype
+
+  def call(self, images) -> dict[str, jax.Array]:
+    images = jnp.asarray(images) if not hasattr(images, 'dtype') else images
+    if images.dtype != self.dtype:
+      raise ValueError(f'{self.path or "exported model"}: images must be '
+                       f'{self.dtype} (ImageNet-normalised), got {images.dtype}.')
+    if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+      raise ValueError(f'{self.path or "exported model"}: images must be '
+                       f'(b, {", ".join(map(str, self.image_shape))}), got '
+                       f'{tuple(images.shape)}.')
+    if not bool(jnp.all(jnp.isfinite(images))):
+      raise ValueError(f'{self.path or "exported model"}: images contain NaN '
+                       'or infinite values.')
+    return self.exported.call(images)
+
+
+def load(path: str) -> ExportedModel:
   """Reads an artefact written by save(); call it with `.call(images)`."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'exported model {path!r} does not exist.')
   with open(path, 'rb') as f:
     data = f.read()
   try:
-    return jax.export.deserialize(bytearray(data))
+    exported = jax.export.deserialize(bytearray(data))
   except Exception as e:  # flatbuffer errors are cryptic: name the file
     raise ValueError(f'{path!r} is not a jax.export artefact written by '
                      f'spin_jax.export.save: {e}') from e
+  return ExportedModel(exported, path)
 

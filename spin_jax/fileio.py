@@ -34,7 +34,12 @@ def atomic_write_json(path: str, obj, **dumps_kwargs) -> None:
 
 def print_json_line(obj, path: str | None = None) -> None:
   """Prints obj as one JSON line and, given a path, writes the same line there
-  atomically (the benchmarks' last line of output)."""
+  atomically (the benchmarks' last line of output). The machine's load average
+  at the end of the run is added (`load_avg`: 1, 5, 15 minutes) unless the
+  benchmark recorded its own: load slows torch more than XLA, so ratios
+  measured under load flatter us."""
+  if isinstance(obj, dict) and 'load_avg' not in obj:
+    obj = dict(obj, load_avg=[round(x, 2) for x in os.getloadavg()])
   line = json.dumps(obj)
   if path:
     atomic_write_bytes(path, (line + '\n').encode())

@@ -32,10 +32,21 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import cv2
+from flax import nnx
+import jax
 import numpy as np
+import PIL.Image
 
-from spin_jax import fileio
+from spin_jax import checkpoint
 from spin_jax import constants
+from spin_jax import convert
+from spin_jax import fileio
+from spin_jax import models
+from spin_jax import render
+from spin_jax import rotations
+from spin_jax import smpl
+from spin_jax import smpl_io
 
 DEFAULT_RESCALE = 1.2
 OPENPOSE_DETECTION_THRESHOLD = 0.2
@@ -151,16 +162,30 @@ def crop_matrix(box: Box, res: int) -> np.ndarray:
 
 
 def crop(image: np.ndarray, box: Box, res: int) -> np.ndarray:
-  """(res, res, C) crop of the box; black outside the image."""
-  import cv2
+  """(res, res, C) crop of the box; black outside the image.
+
+  Only the box's neighbourhood is read (and blurred when shrinking), so the
+  cost does not grow with the image.
+  """
   image = np.asarray(image)
   k = res / box.side
-  if k < 1.0:  # shrinking: blur so the bilinear sampling does not alias
-    sigma = 0.5 * (1.0 / k - 1.0)
-    image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma)
-  return cv2.warpAffine(image, crop_matrix(box, res), (res, res),
-                        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                        borderValue=0)
+  sigma = 0.5 * (1.0 / k - 1.0) if k < 1.0 else 0.0
+  # The box plus a margin the blur and the bilinear lookup can reach.
+  margin = int(np.ceil(4 * sigma)) + 2
+  half = box.side / 2.0
+  x0 = int(max(np.floor(box.center[0] - half) - margin, 0))
+  y0 = int(max(np.floor(box.center[1] - half) - margin, 0))
+  x1 = int(min(np.ceil(box.center[0] + half) + margin, image.shape[1]))
+  y1 = int(min(np.ceil(box.center[1] + half) + margin, image.shape[0]))
+  m = crop_matrix(box, res)
+  if x1 <= x0 or y1 <= y0:  # the box misses the image
+    return np.zeros((res, res) + image.shape[2:], image.dtype)
+  region = image[y0:y1, x0:x1]
+  if sigma > 0:  # shrinking: blur so the bilinear sampling does not alias
+    region = cv2.GaussianBlur(region, (0, 0), sigmaX=sigma, sigmaY=sigma)
+  m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)  # region pixel -> crop
+  return cv2.warpAffine(region, m, (res, res), flags=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def normalize_images(images_uint8: np.ndarray) -> np.ndarray:
@@ -171,15 +196,87 @@ def normalize_images(images_uint8: np.ndarray) -> np.ndarray:
   return (x - mean) / std
 
 
-def read_image(path: str) -> np.ndarray:
-  """RGB uint8 (H, W, 3); a clear error when the file is missing/unreadable."""
-  import cv2
+MIN_IMAGE_SIDE = 16  # pixels; smaller "photos" hold no person to fit
+OVERLAY_MAX_SIDE = 2048  # pixels; larger photos get overlays of this size
+
+
+def read_image(path: str, flag: str = '--img') -> np.ndarray:
+  """RGB uint8 (H, W, 3), fully decoded.
+
+  A missing, unreadable or truncated file (a JPEG cut short decodes as a grey
+  lower half, silently, in OpenCV) and images under MIN_IMAGE_SIDE pixels are
+  errors naming the file.
+  """
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'--img {path!r} does not exist.')
-  bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    raise FileNotFoundError(f'{flag} {path!r} does not exist.')
+  try:
+    with PIL.Image.open(path) as im:
+      im.load()  # decodes everything: a truncated file raises here
+  except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as e:
+    raise ValueError(f'{flag} {path!r}: not a complete image file ({e}).') from e
+  bgr = cv2.imread(path, cv2.IMREAD_COLOR)  # EXIF orientation applied
   if bgr is None:
-    raise ValueError(f'--img {path!r}: OpenCV cannot read this image.')
+    raise ValueError(f'{flag} {path!r}: OpenCV cannot read this image.')
+  if min(bgr.shape[:2]) < MIN_IMAGE_SIDE:
+    raise ValueError(f'{flag} {path!r}: the image is {bgr.shape[1]}x{bgr.shape[0]} '
+                     f'pixels; at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} expected.')
   return bgr[..., ::-1].copy()
+
+
+def check_boxes(boxes: Sequence[Box], image_shape: Sequence[int],
+                source: str = '--bbox') -> None:
+  """Boxes must be finite, of positive size and overlap the image."""
+  h, w = int(image_shape[0]), int(image_shape[1])
+  for i, b in enumerate(boxes):
+    cx, cy = b.center
+    if not np.all(np.isfinite([cx, cy, b.scale])) or b.scale <= 0:
+      raise ValueError(f'{source}: box {i} (centre {cx}, {cy}, side {b.side}) '
+                       'must be finite with a positive size.')
+    half = b.side / 2.0
+    if cx + half < 0 or cy + half < 0 or cx - half > w or cy - half > h:
+      raise ValueError(f'{source}: box {i} (centre {cx:.0f}, {cy:.0f}, side '
+                       f'{b.side:.0f}) lies outside the {w}x{h} image.')
+
+
+def check_keypoints(keypoints: np.ndarray, source: str,
+                    image_shape: Sequence[int] | None = None) -> np.ndarray:
+  """(P, J, 3) x, y, confidence in image pixels, checked; a cleaned copy.
+
+  Refused: confidences that are not finite or outside [0, 1]; non-finite
+  coordinates of a joint with confidence > 0; coordinates more than one image
+  size outside the image (or beyond 1e5 px without an image). A joint with
+  confidence 0 is missing: its coordinates are set to 0.
+  """
+  kp = np.array(keypoints, np.float64, copy=True)
+  if kp.ndim != 3 or kp.shape[-1] != 3:
+    raise ValueError(f'{source}: keypoints must be (people, joints, 3) = x, y, '
+                     f'confidence; got shape {kp.shape}.')
+  conf = kp[..., 2]
+  bad = ~np.isfinite(conf) | (conf < 0) | (conf > 1)
+  if bad.any():
+    p, j = np.argwhere(bad)[0]
+    raise ValueError(f'{source}: person {p} joint {j} has confidence {conf[p, j]}; '
+                     'confidences must lie in [0, 1].')
+  used = conf > 0
+  bad = used & ~np.all(np.isfinite(kp[..., :2]), -1)
+  if bad.any():
+    p, j = np.argwhere(bad)[0]
+    raise ValueError(f'{source}: person {p} joint {j} (confidence {conf[p, j]:.2f}) '
+                     f'has non-finite coordinates {kp[p, j, :2].tolist()}.')
+  if image_shape is not None:
+    h, w = float(image_shape[0]), float(image_shape[1])
+    lo, hi = np.array([-w, -h]), np.array([2 * w, 2 * h])
+    where = f'within one image size of the {w:.0f}x{h:.0f} image'
+  else:
+    lo, hi = np.full(2, -1e5), np.full(2, 1e5)
+    where = 'within 1e5 pixels'
+  bad = used & np.any((kp[..., :2] < lo) | (kp[..., :2] > hi), -1)
+  if bad.any():
+    p, j = np.argwhere(bad)[0]
+    raise ValueError(f'{source}: person {p} joint {j} at {kp[p, j, :2].tolist()} '
+                     f'(confidence {conf[p, j]:.2f}); keypoints must lie {where}.')
+  kp[~used] = 0.0
+  return kp.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -229,9 +326,6 @@ class Predictor:
   """
 
   def __init__(self, model, body_model, img_res: int | None = None):
-    import jax
-    from flax import nnx
-    from spin_jax import models
     model.eval()
     self.body_model = body_model
     self.img_res = int(img_res or model.config.img_res)
@@ -248,7 +342,6 @@ class Predictor:
     self._predict = jax.jit(predict)
 
   def __call__(self, images) -> dict[str, np.ndarray]:
-    from spin_jax import rotations
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[1:] != (self.img_res, self.img_res, 3):
       raise ValueError(f'Predictor: expected normalised crops (B, {self.img_res}'
@@ -275,7 +368,6 @@ class Predictor:
 
 
 def write_png(path: str, rgb: np.ndarray) -> None:
-  import cv2
   ok, buf = cv2.imencode('.png', np.ascontiguousarray(rgb[..., ::-1]))
   if not ok:
     raise ValueError(f'could not encode {path!r} as PNG.')
@@ -302,9 +394,22 @@ def render_people(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
                   ) -> np.ndarray:
   """Overlay (or side view) of all people, each with its own focal length.
 
-  People are drawn far to near so nearer ones cover farther ones.
+  People are drawn far to near so nearer ones cover farther ones. Images
+  larger than OVERLAY_MAX_SIDE on their long side are rendered (and
+  returned) at that size, with the cameras scaled to match, so memory and
+  time stay bounded whatever the photo's size.
   """
-  from spin_jax import render
+  h0, w0 = image.shape[:2]
+  if max(h0, w0) > OVERLAY_MAX_SIDE:
+    s = OVERLAY_MAX_SIDE / max(h0, w0)
+    image = cv2.resize(image, (max(1, round(w0 * s)), max(1, round(h0 * s))),
+                       interpolation=cv2.INTER_AREA)
+    # Pixel centres at integers: u' = sx (u + 0.5) - 0.5 per axis.
+    sx, sy = image.shape[1] / w0, image.shape[0] / h0
+    c = np.asarray(camera['camera_center'], np.float64)
+    camera = dict(camera, focal_length=np.asarray(camera['focal_length']) * sx,
+                  camera_center=np.array([sx * (c[0] + 0.5) - 0.5,
+                                          sy * (c[1] + 0.5) - 0.5]))
   h, w = image.shape[:2]
   order = np.argsort(-camera['translation'][:, 2])
   out = None if side_view else image
@@ -389,6 +494,16 @@ class Loaded:
   workdir: str | None = None
 
 
+def load_workdir_model(path: str, step: int | None = None):
+  """The regressor of a training workdir (or its checkpoints folder), rebuilt
+  from the checkpoint's own config: (models.HMR in eval mode, config)."""
+  ckpt = checkpoint.Checkpointer(path, max_to_keep=None, read_only=True)
+  config = ckpt.restore_config(step)
+  model = models.create_model(config.model, config.get('mean_params') or None,
+                              seed=config.get('seed', 0))
+  return checkpoint.restore_model(ckpt, model, step), config
+
+
 def load_model(path: str, *, step: int | None = None,
                body_model: str | None = None) -> Loaded:
   """Loads a training workdir (orbax) or a converted SPIN checkpoint.
@@ -401,24 +516,23 @@ def load_model(path: str, *, step: int | None = None,
       the training config's body model, or 'default' for a converted
       checkpoint (SPIN's weights were trained for SMPL: pass its path).
   """
-  from spin_jax import smpl_io
   if not os.path.isdir(path):
     raise FileNotFoundError(f'--checkpoint {path!r} is not a directory.')
   if os.path.isfile(os.path.join(path, 'conversion.json')):
-    from spin_jax import convert
     model = convert.load_converted_model(path)
     model.eval()
     spec = body_model or 'default'
-    return Loaded(model, smpl_io.resolve_body_model(spec), spec, 'converted',
+    return Loaded(model, smpl_io.resolve_body_model(spec, min_betas=constants.NUM_BETAS),
+                  spec, 'converted',
                   None)
-  from spin_jax import train
-  try:
-    model, config = train.load_for_inference(path, step)
-  except FileNotFoundError as e:
+  if step is None and not os.path.isdir(checkpoint.checkpoint_dir(path)):
     raise FileNotFoundError(
         f'--checkpoint {path!r}: neither a training workdir with orbax '
-        f'checkpoints nor a converted SPIN checkpoint (conversion.json) '
-        f'({e}).') from e
+        f'checkpoints nor a converted SPIN checkpoint (conversion.json).')
+  try:
+    model, config = load_workdir_model(path, step)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f'--checkpoint {path!r}: {e}') from e
   spec = body_model or str(config.get('body_model', 'default'))
   workdir = os.path.abspath(path)
   if os.path.basename(workdir) == 'checkpoints':
@@ -427,8 +541,8 @@ def load_model(path: str, *, step: int | None = None,
     data_dir = config.data.data_dir
   else:
     data_dir = os.path.join(workdir, 'data')  # train.py's default
-  return Loaded(model, smpl_io.resolve_body_model(spec), spec, 'workdir',
-                data_dir, config, workdir)
+  body = smpl_io.resolve_body_model(spec, min_betas=constants.NUM_BETAS)
+  return Loaded(model, body, spec, 'workdir', data_dir, config, workdir)
 
 
 def render_demo_image(height: int = 320, width: int = 240, seed: int = 0
@@ -438,7 +552,6 @@ def render_demo_image(height: int = 320, width: int = 240, seed: int = 0
   The embedded default body model in a walking pose, shaded, over a simple
   wall-and-floor background with a little noise: RGB uint8 (H, W, 3).
   """
-  from spin_jax import render, smpl, smpl_io
   body = smpl_io.default_body_model('full')
   pose = np.zeros((1, 72), np.float32)
   pose[0, 0] = np.pi  # SMPL's y-up body -> OpenCV's y-down camera

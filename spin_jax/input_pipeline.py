@@ -37,12 +37,17 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from absl import flags
 import grain
+import jax
 import numpy as np
 
-from spin_jax import augment, constants
+from spin_jax import augment
+from spin_jax import constants
+from spin_jax import datasets
+from spin_jax.datasets import synthetic
 
 # SPIN's mixing (SPIN_FACTS "Dataset mixing"): groups and their share of a batch;
 # within a group, members share in proportion to their sizes.
@@ -94,6 +99,7 @@ def tfds_source(name_or_dir: str, split: str, data_dir: str | None = None):
   as written by download_and_prepare; see spin_jax.datasets.dataset_dir and
   synthetic.dataset_dir) or a registered TFDS name.
   """
+  # TensorFlow (slow to import) only where a TFDS dataset is read.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   if os.path.isdir(name_or_dir):
     builder = tfds.builder_from_directory(name_or_dir)
@@ -223,14 +229,12 @@ def _pad_batch(batch: dict, batch_size: int) -> dict:
 def _ensure_absl_flags_parsed():
   # grain's multiprocessing reads absl flags; outside an absl app (tests,
   # notebooks) they are unparsed, so use their defaults.
-  from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
 def _host_shard(shard_index, shard_count):
   if shard_index is None or shard_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
@@ -316,6 +320,16 @@ class InputPipeline:
     self._dataset = ds
     self._iterator = None
 
+  @property
+  def num_rows(self) -> int:
+    """Rows of the fits table these sources index (the sum of their sizes)."""
+    return self.num_fits_rows
+
+  @property
+  def layout(self) -> list[tuple[str, int, int]]:
+    """[(dataset name, fits-table offset, size)] in table order."""
+    return [(n, self.dataset_offsets[n], s) for n, s in zip(self.names, self.sizes)]
+
   def _iter(self):
     if self._iterator is None:
       self._iterator = iter(self._dataset)
@@ -350,3 +364,102 @@ class InputPipeline:
 
   def __exit__(self, *exc):
     self.close()
+
+
+# ---------------------------------------------------------------- from a config
+def dataset_names(config) -> list[str]:
+  names = [n.strip() for n in str(config.data.datasets).split(',') if n.strip()]
+  if names == ['spin']:
+    names = list(constants.TRAIN_DATASETS)
+  if not names:
+    raise ValueError('--config.data.datasets is empty: give "synthetic", "spin" '
+                     'or a comma-separated list of dataset names.')
+  return names
+
+
+def data_dir_of(config, workdir: str) -> str:
+  """config.data.data_dir, or <workdir>/data (where the synthetic set is built)."""
+  return config.data.data_dir or os.path.join(workdir, 'data')
+
+
+def data_sources(config, workdir: str, names, split: str):
+  """(name, random-access source) pairs; the synthetic set is built if missing.
+
+  names: ['synthetic'] (split 'train' or 'test', sized by config.data.*) or
+  SPIN dataset names (built TFDS datasets in the data dir; `split` unused).
+  """
+  data_dir = data_dir_of(config, workdir)
+  if names == ['synthetic']:
+    # Rendered from the configured body model; built into data_dir if missing.
+    return synthetic.sources(data_dir, split,
+                             **synthetic.build_kwargs_from_config(config))
+  return [(n, datasets.data_source(n, data_dir)) for n in names]
+
+
+def training_data(config, workdir: str) -> 'InputPipeline':
+  """SPIN's training stream of config.data, with `num_rows` and `layout`
+  ([(dataset, fits-table offset, size)]) for the fits table."""
+  names = dataset_names(config)
+  sources = data_sources(config, workdir, names, 'train')
+  weights = None
+  if config.data.mixing == 'uniform':
+    weights = {n: 1.0 for n, _ in sources}
+  elif config.data.mixing != 'spin':
+    raise ValueError(f'--config.data.mixing={config.data.mixing!r}: expected '
+                     '"spin" or "uniform".')
+  return InputPipeline(
+      sources, batch_size=config.batch_size, weights=weights, seed=config.seed,
+      train=True, augment_config=augment.AugmentConfig(
+          img_res=config.model.img_res,
+          flip_prob=float(config.data.get('flip_prob', 0.5)),
+          noise_factor=float(config.data.get('noise_factor', 0.4))),
+      num_workers=config.data.num_workers, ignore_3d=config.data.ignore_3d)
+
+
+def validation_data(config, workdir: str):
+  """A callable giving one pass over the validation split, or None."""
+  split = config.data.eval_split
+  if not split or config.eval_every <= 0:
+    return None
+  if split == 'synthetic_test':
+    sources = data_sources(config, workdir, ['synthetic'], 'test')
+  else:
+    sources = [(split, datasets.data_source(split, data_dir_of(config, workdir)))]
+
+  def batches():
+    return InputPipeline(
+        sources, batch_size=config.batch_size, train=False,
+        augment_config=augment.AugmentConfig(img_res=config.model.img_res))
+
+  return batches
+
+
+# ---------------------------------------------------------------- stand-in
+class FunctionData:
+  """Training batches from a deterministic function of the batch number.
+
+  A minimal stand-in for the input pipeline (tests, benchmarks): `batch_fn(i)`
+  returns the process-local numpy batch number i. Position = i.
+  """
+
+  def __init__(self, batch_fn: Callable[[int], dict], num_rows: int,
+               layout=None, steps_per_epoch: int = 1000):
+    self.batch_fn = batch_fn
+    self.num_rows = num_rows
+    self.layout = layout or [('data', 0, num_rows)]
+    self.steps_per_epoch = steps_per_epoch
+    self._pos = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    batch = self.batch_fn(self._pos)
+    self._pos += 1
+    return batch
+
+  def get_state(self) -> dict:
+    return {'position': self._pos}
+
+  def set_state(self, state: dict) -> None:
+    self._pos = int(state['position'])

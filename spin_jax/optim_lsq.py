@@ -30,6 +30,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+from jax.scipy.sparse import linalg as sparse_linalg
 
 with warnings.catch_warnings():
   # jaxopt warns on import that it is no longer maintained; we know, and pin it.
@@ -49,7 +50,8 @@ def least_squares(residual_fn: Callable[..., jax.Array], init_params, *args,
                   damping: float | None = None,
                   jac_fn: Callable[..., jax.Array] | None = None,
                   cg_iterations: int = 6, preconditioner: jax.Array | None = None,
-                  value_and_jac_fn: Callable[..., tuple[jax.Array, jax.Array]] | None = None):
+                  value_and_jac_fn: Callable[..., tuple[jax.Array, jax.Array]] | None = None,
+                  return_history: bool = False):
   """Minimises sum(residual_fn(params, *args)**2) from init_params.
 
   Unbatched: vmap it for per-sample problems (each sample then keeps its own
@@ -81,11 +83,21 @@ def least_squares(residual_fn: Callable[..., jax.Array], init_params, *args,
       *args) -> ((R,) residuals, (R, P) Jacobian), computed together; default:
       residual_fn and jac_fn (or forward-mode autodiff).
 
+    return_history: levenberg_marquardt_dense / _cg only: also return the
+      objective (sum of squares) at the start and after each iteration.
+
   Returns:
-    params pytree of the same structure.
+    params pytree of the same structure; with return_history, (params,
+    (maxiter + 1,) objectives).
   """
   if solver not in SOLVERS:
     raise ValueError(f'least_squares: solver must be one of {SOLVERS}; got {solver!r}.')
+  if return_history and solver in ('levenberg_marquardt', 'gauss_newton'):
+    raise ValueError(f'least_squares: return_history needs one of our solvers '
+                     f'(levenberg_marquardt_dense, levenberg_marquardt_cg), not '
+                     f'jaxopt\'s {solver!r}.')
+  finish = ((lambda x, hist: (unravel(x), hist)) if return_history
+            else (lambda x, hist: unravel(x)))
   if damping is None:
     damping = _DEFAULT_DAMPING[solver]
   flat, unravel = ravel_pytree(init_params)
@@ -100,9 +112,9 @@ def least_squares(residual_fn: Callable[..., jax.Array], init_params, *args,
       jac = (jax.jacfwd(flat_residual) if jac_fn is None
              else lambda x, *a: jac_fn(unravel(x), *a))
       both = lambda x: (flat_residual(x, *args), jac(x, *args))
-    return unravel(_lm_dense(both, flat, maxiter, damping))
+    return finish(*_lm_dense(both, flat, maxiter, damping))
   if solver == 'levenberg_marquardt_cg':
-    return unravel(_lm_cg(lambda x: flat_residual(x, *args), flat, maxiter,
+    return finish(*_lm_cg(lambda x: flat_residual(x, *args), flat, maxiter,
                           cg_iterations, damping, preconditioner))
   if jac_fn is not None:
     # Through a custom JVP, so jacfwd (LM) and jvp/vjp (GN) both use it.
@@ -121,24 +133,6 @@ def least_squares(residual_fn: Callable[..., jax.Array], init_params, *args,
   return unravel(opt.run(flat, *args).params)
 
 
-def _pcg(matvec, b, iterations, precond):
-  """`iterations` preconditioned CG steps on matvec(x) = b from x = 0."""
-  tiny = jnp.finfo(b.dtype).tiny
-  z = precond(b)
-  rz = b @ z
-
-  def step(_, carry):
-    x, r, p, rz = carry
-    ap = matvec(p)
-    alpha = rz / jnp.maximum(p @ ap, tiny)
-    x, r = x + alpha * p, r - alpha * ap
-    z = precond(r)
-    rz_new = r @ z
-    return x, r, z + rz_new / jnp.maximum(rz, tiny) * p, rz_new
-
-  return jax.lax.fori_loop(0, iterations, step, (jnp.zeros_like(b), b, z, rz))[0]
-
-
 def _take_if_lower(f_new, f, new, old, lam):
   """LM's step rule: (`new` if f_new < f else `old`, lam / 3 or lam x 4).
 
@@ -150,7 +144,8 @@ def _take_if_lower(f_new, f, new, old, lam):
 
 
 def _lm_cg(fn, x, maxiter, cg_iterations, damping, preconditioner):
-  """Matrix-free Levenberg-Marquardt (see the module docstring)."""
+  """Matrix-free Levenberg-Marquardt (see the module docstring).
+  Returns (x, (maxiter + 1,) objectives: initial, then after each step)."""
   if preconditioner is None:
     scale, precond = jnp.ones_like(x), lambda v: v
   else:
@@ -158,27 +153,32 @@ def _lm_cg(fn, x, maxiter, cg_iterations, damping, preconditioner):
     scale, m_inv = jnp.diag(m), jnp.linalg.inv(m)
     precond = lambda v: m_inv @ v
 
-  def step(_, carry):
+  def step(carry, _):
     x, f, lam = carry
     r, jvp = jax.linearize(fn, x)
     vjp = jax.linear_transpose(jvp, x)
     jt = lambda u: vjp(u)[0]
-    dx = _pcg(lambda v: jt(jvp(v)) + lam * scale * v, -jt(r), cg_iterations,
-              precond)
+    # A fixed number of preconditioned CG iterations (tol 0: it stops early
+    # only on an exactly zero residual).
+    dx, _ = sparse_linalg.cg(
+        lambda v: jt(jvp(v)) + lam * scale * v, -jt(r), tol=0.0,
+        maxiter=cg_iterations, M=precond)
     x_new = x + dx
     f_new = jnp.sum(fn(x_new)**2)
     (x, f), lam = _take_if_lower(f_new, f, (x_new, f_new), (x, f), lam)
-    return x, f, lam
+    return (x, f, lam), f
 
   f0 = jnp.sum(fn(x)**2)
   init = (x, f0, jnp.asarray(damping, x.dtype))
-  return jax.lax.fori_loop(0, maxiter, step, init)[0]
+  (x, _, _), fs = jax.lax.scan(step, init, length=maxiter)
+  return x, jnp.concatenate([f0[None], fs])
 
 
 def _lm_dense(both, x, maxiter, damping):
-  """Levenberg-Marquardt on (r, J) = both(x) (see the module docstring)."""
+  """Levenberg-Marquardt on (r, J) = both(x) (see the module docstring).
+  Returns (x, (maxiter + 1,) objectives: initial, then after each step)."""
 
-  def step(_, carry):
+  def step(carry, _):
     x, r, jac, f, lam = carry
     jtj = jac.T @ jac
     # Marquardt's scaling: damping in each parameter's own units. The 1e-9
@@ -191,11 +191,12 @@ def _lm_dense(both, x, maxiter, damping):
     f_new = r_new @ r_new
     (x, r, jac, f), lam = _take_if_lower(
         f_new, f, (x + dx, r_new, jac_new, f_new), (x, r, jac, f), lam)
-    return x, r, jac, f, lam
+    return (x, r, jac, f, lam), f
 
   r, jac = both(x)
   init = (x, r, jac, r @ r, jnp.asarray(damping, x.dtype))
-  return jax.lax.fori_loop(0, maxiter, step, init)[0]
+  (x, *_), fs = jax.lax.scan(step, init, length=maxiter)
+  return x, jnp.concatenate([(r @ r)[None], fs])
 
 
 def _with_jacobian(fn, jac):

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -57,6 +58,8 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   """Returns the per-process batch size; errors name the flag to change."""
   n_dev = mesh.devices.size
+  if global_batch_size < 1:
+    raise ValueError(f'--config.batch_size={global_batch_size}: must be >= 1.')
   if global_batch_size % n_dev:
     raise ValueError(
         f'--config.batch_size={global_batch_size} must be a multiple of the '
@@ -98,7 +101,6 @@ def to_host(tree: Any) -> Any:
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       if x.sharding.is_fully_replicated:
         return np.asarray(x.addressable_data(0))
-      from jax.experimental import multihost_utils
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 # 6-part segmentation used by the LSP evaluation (ids 1..6, 0 = background).
@@ -70,6 +71,9 @@ PART_PALETTE = np.array([[0, 0, 0], [230, 159, 0], [86, 180, 233],
                          [213, 94, 0]], np.uint8)
 
 _MAX_CANDIDATES = 1 << 21  # pixel candidates per vectorised pass (memory bound)
+_MAX_TILE_TIER = 8  # faces with bounding boxes over 2^8 px are cut into tiles
+# render_mesh lowers its supersampling above this many rasterised pixels.
+MAX_RASTER_PIXELS = 1 << 23
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +185,8 @@ def rasterize(vertices, faces, focal_length, camera_center,
     hi = np.stack([x_hi[ok], y_hi[ok]], 1).astype(np.int64)
     tri = np.stack([uf.T, vf.T], -1)  # (F', 3, 2)
     tri_invz = np.ascontiguousarray(invz.T)  # (F', 3)
+    lo, hi, face_ids, area, tri, tri_invz = _tile_large_faces(
+        lo, hi, face_ids, area, tri, tri_invz)
     size = np.maximum(hi[:, 0] - lo[:, 0], hi[:, 1] - lo[:, 1]) + 1
     # Group faces by the power of two above their box side.
     tier = np.ceil(np.log2(np.maximum(size, 1))).astype(np.int64)
@@ -224,6 +230,32 @@ def rasterize(vertices, faces, focal_length, camera_center,
       bary[pix[win]] = np.concatenate(bary_all)[win]
   return Fragments(face_index.reshape(h, w), depth.reshape(h, w),
                    bary.reshape(h, w, 3))
+
+
+def _tile_large_faces(lo, hi, face_ids, area, tri, tri_invz):
+  """Cuts faces whose pixel box is wider than 2^_MAX_TILE_TIER into boxes of
+  that side (one row per tile, the face's data repeated), so a vectorised
+  pass never enumerates more than _MAX_CANDIDATES pixels whatever the size
+  of a triangle on screen."""
+  tile = 1 << _MAX_TILE_TIER
+  span = hi - lo + 1  # (F, 2)
+  big = np.any(span > tile, axis=1)
+  if not big.any():
+    return lo, hi, face_ids, area, tri, tri_invz
+  rows, tiles_lo = [], []
+  for f in np.nonzero(big)[0]:
+    xs = np.arange(lo[f, 0], hi[f, 0] + 1, tile)
+    ys = np.arange(lo[f, 1], hi[f, 1] + 1, tile)
+    gx, gy = np.meshgrid(xs, ys)
+    tiles_lo.append(np.stack([gx.ravel(), gy.ravel()], 1))
+    rows.append(np.full(gx.size, f))
+  rows, tiles_lo = np.concatenate(rows), np.concatenate(tiles_lo)
+  tiles_hi = np.minimum(tiles_lo + tile - 1, hi[rows])
+  small = np.nonzero(~big)[0]
+  take = np.concatenate([small, rows])
+  return (np.concatenate([lo[small], tiles_lo]),
+          np.concatenate([hi[small], tiles_hi]),
+          face_ids[take], area[take], tri[take], tri_invz[take])
 
 
 def face_normals(vertices, faces) -> np.ndarray:
@@ -292,6 +324,8 @@ def render_mesh(vertices, faces, focal_length, camera_center,
   k = int(supersample)
   if k < 1:
     raise ValueError(f'supersample must be >= 1, got {supersample}')
+  while k > 1 and k * k * h * w > MAX_RASTER_PIXELS:  # bounded memory
+    k -= 1
   fx, fy = _as_focal(focal_length)
   cx, cy = np.asarray(camera_center, np.float64).reshape(2)
   # Sub-pixel centres: pixel u covers [u - .5, u + .5] -> u_k = k (u + .5) - .5.
@@ -328,7 +362,6 @@ def render_mesh(vertices, faces, focal_length, camera_center,
 
 
 def cv2_resize_area(x: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
-  import cv2  # pylint: disable=g-import-not-at-top
   return cv2.resize(x, size_wh, interpolation=cv2.INTER_AREA)
 
 

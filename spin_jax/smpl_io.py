@@ -16,6 +16,7 @@ spin_jax/smpl.py).
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import os
@@ -23,6 +24,7 @@ import pickle
 import zipfile
 
 import numpy as np
+import scipy.sparse
 
 from spin_jax import constants
 from spin_jax import smpl
@@ -89,7 +91,6 @@ class _SmplUnpickler(pickle.Unpickler):
 
 def _unwrap(value, key, source):
   """Chumpy stubs and sparse stubs -> numpy / scipy arrays."""
-  import scipy.sparse  # pylint: disable=g-import-not-at-top
   if isinstance(value, _ChumpyStub):
     state = value.state
     if isinstance(state, tuple):  # (dict, slots) form
@@ -281,11 +282,31 @@ def _cached_default(path, mtime, dtype_name):
   return load_body_model(path, dtype=np.dtype(dtype_name))
 
 
-def resolve_body_model(spec: str, gender: str = 'neutral',
-                       dtype=np.float32) -> smpl.BodyModel:
-  """'default', 'default-low', or a path/folder for `load_body_model`."""
+BUILT_IN_MODELS = ('default', 'default-low')
+
+
+def resolve_body_model(spec: str, gender: str = 'neutral', dtype=np.float32, *,
+                       min_betas: int = 1) -> smpl.BodyModel:
+  """'default', 'default-low', or a path/folder for `load_body_model`.
+
+  min_betas: the shape components the caller needs (the regressor predicts
+  10, the synthetic builder samples 10); fewer is an error naming the file.
+  """
+  spec = os.fspath(spec)
   if spec == 'default':
-    return default_body_model('full', dtype)
-  if spec == 'default-low':
-    return default_body_model('low', dtype)
-  return load_body_model(spec, gender, dtype=dtype)
+    model = default_body_model('full', dtype)
+  elif spec == 'default-low':
+    model = default_body_model('low', dtype)
+  else:
+    if not os.path.exists(spec):
+      close = difflib.get_close_matches(spec, BUILT_IN_MODELS, n=1)
+      hint = (f"; did you mean {close[0]!r}?" if close else
+              f"; expected {' or '.join(map(repr, BUILT_IN_MODELS))}, or the "
+              'path of an SMPL model file or folder')
+      raise FileNotFoundError(f'body model {spec!r}: no such file or folder{hint}')
+    model = load_body_model(spec, gender, dtype=dtype)
+  if model.num_betas < min_betas:
+    raise ValueError(f'body model {spec!r} has {model.num_betas} shape '
+                     f'components; {min_betas} are needed here (SPIN regresses '
+                     f'{constants.NUM_BETAS}).')
+  return model

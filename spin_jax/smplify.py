@@ -86,6 +86,9 @@ class SMPLifyConfig:
   shape_prior_weight: float = constants.SMPLIFY_SHAPE_PRIOR_WEIGHT
   depth_loss_weight: float = constants.SMPLIFY_DEPTH_LOSS_WEIGHT
   full_mesh: bool = False
+  # Also return each stage's objective per iteration (SMPLifyResult.history);
+  # not with jaxopt's solvers, which do not expose their iterations.
+  return_history: bool = False
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -106,6 +109,11 @@ class SMPLifyConfig:
     if not self.camera_damping > 0:
       raise ValueError(f'SMPLifyConfig.camera_damping must be > 0; '
                        f'got {self.camera_damping!r}.')
+    if (self.return_history and self.mode == 'fast'
+        and self.lsq_solver in _JAXOPT_SOLVERS):
+      raise ValueError(f'SMPLifyConfig: return_history needs mode faithful or '
+                       f'one of our lsq_solvers, not jaxopt\'s '
+                       f'{self.lsq_solver!r}.')
     if not isinstance(self.cg_iterations, int) or self.cg_iterations < 1:
       raise ValueError(f'SMPLifyConfig.cg_iterations must be an int >= 1; '
                        f'got {self.cg_iterations!r}.')
@@ -133,7 +141,8 @@ class FitParams:
 class SMPLifyResult:
   """SMPLify output. Per-sample failure never passes as an improvement:
 
-  valid = result finite and its objective not above the initial one.
+  valid = result finite, its objective not above the initial one, and the
+  body in front of the camera (translation z > 0).
   A non-finite sample returns the init parameters (and camera); a finite but
   worse one returns the result as SPIN would. joint_loss/loss always belong to
   the returned params (inf where those are non-finite), so they are never
@@ -145,6 +154,10 @@ class SMPLifyResult:
   valid: jax.Array  # (B,) bool
   objective: jax.Array  # (B,) final stage-2 objective (data + priors)
   init_objective: jax.Array  # (B,) same objective at the init params/camera
+  # With SMPLifyConfig.return_history: each stage's objective at its start and
+  # after every iteration, (B, n1 + 1) camera stage and (B, n2 + 1) body
+  # stage (for a loss curve); None otherwise.
+  history: dict[str, jax.Array] | None = None
 
 
 # ---------------------------------------------------------------- per sample
@@ -292,26 +305,43 @@ def _body_preconditioner(body_pose, num_betas, prior, config):
 
 
 def _adam(loss_fn, params, iterations, learning_rate):
-  """`iterations` Adam steps (torch defaults) inside a fori_loop."""
+  """`iterations` Adam steps (torch defaults) in a scan -> (params, the
+  objective at the start and after each step (iterations + 1,))."""
   opt = optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
-  grad_fn = jax.grad(loss_fn)
+  value_and_grad = jax.value_and_grad(loss_fn)
 
-  def step(_, carry):
+  def step(carry, _):
     p, s = carry
-    updates, s = opt.update(grad_fn(p), s, p)
-    return optax.apply_updates(p, updates), s
+    value, grad = value_and_grad(p)
+    updates, s = opt.update(grad, s, p)
+    return (optax.apply_updates(p, updates), s), value
 
-  return jax.lax.fori_loop(0, iterations, step, (params, opt.init(params)))[0]
+  (params, _), values = jax.lax.scan(step, (params, opt.init(params)),
+                                     length=iterations)
+  return params, jnp.concatenate([values, loss_fn(params)[None]])
 
 
 def _minimise(residual_fn, params, iterations, config, value_and_jac_fn=None,
               preconditioner=None):
-  """Runs the configured optimiser. value_and_jac_fn=None marks stage 1."""
+  """Runs the configured optimiser. value_and_jac_fn=None marks stage 1.
+
+  Returns (params, objective per iteration (iterations + 1,) or None).
+  """
   if iterations == 0:
-    return params
+    return params, jnp.sum(residual_fn(params)**2)[None]
   if config.mode == 'faithful':
+    # (Unless the caller returns it, XLA drops the history's extra work.)
     return _adam(lambda p: jnp.sum(residual_fn(p)**2), params, iterations,
                  config.learning_rate)
+  out = _least_squares(residual_fn, params, iterations, config,
+                       value_and_jac_fn, preconditioner)
+  return out if config.return_history else (out, None)
+
+
+def _least_squares(residual_fn, params, iterations, config, value_and_jac_fn,
+                   preconditioner):
+  """The fast mode's solver call (with history if the config asks)."""
+  history = dict(return_history=True) if config.return_history else {}
   if value_and_jac_fn is None:  # stage 1: 6 parameters, J is cheap to form
     if config.lsq_solver in _JAXOPT_SOLVERS:
       return optim_lsq.least_squares(residual_fn, params, maxiter=iterations,
@@ -321,16 +351,17 @@ def _minimise(residual_fn, params, iterations, config, value_and_jac_fn=None,
     # leap to a mirrored torso that stage 2 then has to undo.
     return optim_lsq.least_squares(residual_fn, params, maxiter=iterations,
                                    solver='levenberg_marquardt_dense',
-                                   damping=config.camera_damping)
+                                   damping=config.camera_damping, **history)
   solver = config.lsq_solver
   if solver == 'levenberg_marquardt_cg':
     return optim_lsq.least_squares(residual_fn, params, maxiter=iterations,
                                    solver=solver,
                                    cg_iterations=config.cg_iterations,
-                                   preconditioner=preconditioner)
+                                   preconditioner=preconditioner, **history)
   return optim_lsq.least_squares(
       residual_fn, params, maxiter=iterations, solver=solver,
-      jac_fn=lambda p: value_and_jac_fn(p)[1], value_and_jac_fn=value_and_jac_fn)
+      jac_fn=lambda p: value_and_jac_fn(p)[1], value_and_jac_fn=value_and_jac_fn,
+      **history)
 
 
 def _fit_one(model, prior, init: FitParams, keypoints, config):
@@ -353,14 +384,14 @@ def _fit_one(model, prior, init: FitParams, keypoints, config):
       _camera_residuals, joints=joints_of, keypoints=keypoints,
       use_openpose=use_openpose, depth_init=init.camera_translation[2],
       config=config)
-  global_orient, translation = _minimise(
+  (global_orient, translation), cam_history = _minimise(
       cam_fn, (init.global_orient, init.camera_translation), n_cam, config)
 
   # Stage 2, camera frozen.
   body_fn = lambda p, t: _body_residuals(p, t, model, prior, keypoints, conf, config)
   value_and_jac_fn = lambda p: _body_residuals_and_jacobian(
       p, translation, model, prior, keypoints, conf, config)
-  global_orient, body_pose, betas = _minimise(
+  (global_orient, body_pose, betas), body_history = _minimise(
       lambda p: body_fn(p, translation), (global_orient, init.body_pose, init.betas),
       n_body, config, value_and_jac_fn=value_and_jac_fn,
       preconditioner=_body_preconditioner(init.body_pose, init.betas.shape[0],
@@ -374,7 +405,9 @@ def _fit_one(model, prior, init: FitParams, keypoints, config):
                                  p.camera_translation))(both)  # (2, R)
   objective = jnp.sum(r**2, -1)  # (2,)
   joint_loss = jnp.sum(r[:, :2 * constants.NUM_JOINTS].reshape(2, -1, 2)**2, -1)
-  return out, objective, joint_loss  # (2,), (2, 49): [final, init]
+  history = (dict(camera=cam_history, body=body_history)
+             if config.return_history else None)
+  return out, objective, joint_loss, history  # (2,), (2, 49): [final, init]
 
 
 # ------------------------------------------------------------------ batched
@@ -396,6 +429,35 @@ def reprojection_loss(model, global_orient, body_pose, betas, camera_translation
   return conf**2 * priors.gmof(keypoints_2d[..., :2] - proj, sigma).sum(-1)
 
 
+def camera_fitting_loss(model, params: FitParams, keypoints_2d, depth_init,
+                        config: SMPLifyConfig = SMPLifyConfig()) -> jax.Array:
+  """SMPLify's stage-1 objective per sample (B,): squared torso reprojection
+  error (the OpenPose torso where all 4 joints are confident, else the GT
+  torso) + (depth_loss_weight * (t_z - depth_init))^2, as SPIN's
+  camera_fitting_loss. keypoints_2d: (B, 49, 3) crop pixels + confidence;
+  depth_init: (B,) the initial camera depth."""
+  def one(p, kp, d):
+    use_openpose = jnp.all(kp[jnp.asarray(constants.OP_TORSO_JOINT_IDS), 2] > 0)
+    joints = lambda go: _joints(model, go, p.body_pose, p.betas, config)
+    r = _camera_residuals((p.global_orient, p.camera_translation), joints, kp,
+                          use_openpose, d, config)
+    return jnp.sum(r**2)
+  return jax.vmap(one)(params, keypoints_2d, depth_init)
+
+
+def body_fitting_loss(model, prior, params: FitParams, keypoints_2d,
+                      config: SMPLifyConfig = SMPLifyConfig()) -> jax.Array:
+  """SMPLify's stage-2 objective per sample (B,): the robust (GMoF) data term
+  with confidences squared plus the GMM pose, angle and shape priors, as
+  SPIN's body_fitting_loss (the value SMPLifyResult.objective reports)."""
+  def one(p, kp):
+    conf = _fitting_confidence(kp)
+    r = _body_residuals((p.global_orient, p.body_pose, p.betas),
+                        p.camera_translation, model, prior, kp, conf, config)
+    return jnp.sum(r**2)
+  return jax.vmap(one)(params, keypoints_2d)
+
+
 def _check_inputs(init: FitParams, keypoints_2d):
   b = init.body_pose.shape[0]
   expect = {'global_orient': (b, 3), 'body_pose': (b, 69),
@@ -414,7 +476,8 @@ def _check_inputs(init: FitParams, keypoints_2d):
 @functools.partial(jax.jit, static_argnames=('config',))
 def _smplify(model, prior, init, keypoints_2d, config):
   fit = jax.vmap(_fit_one, in_axes=(None, None, 0, 0, None))
-  params, objective, joint_loss = fit(model, prior, init, keypoints_2d, config)
+  params, objective, joint_loss, history = fit(model, prior, init, keypoints_2d,
+                                               config)
 
   finite = jnp.isfinite(objective[:, 0])
   for leaf in jax.tree.leaves(params):
@@ -429,9 +492,12 @@ def _smplify(model, prior, init, keypoints_2d, config):
   joint_loss = jnp.where(jnp.isfinite(joint_loss), joint_loss, jnp.inf)
   # "Worse" compares like with like: a NaN init never makes a result worse.
   worse = objective > init_objective * (1 + 1e-5) + 1e-6
+  in_front = params.camera_translation[:, 2] > 0
   return SMPLifyResult(params=params, joint_loss=joint_loss,
-                       loss=jnp.mean(joint_loss, -1), valid=finite & ~worse,
-                       objective=objective, init_objective=init_objective)
+                       loss=jnp.mean(joint_loss, -1),
+                       valid=finite & ~worse & in_front,
+                       objective=objective, init_objective=init_objective,
+                       history=history)
 
 
 def smplify(model, prior, init: FitParams, keypoints_2d,

@@ -11,10 +11,16 @@ import os
 
 import numpy as np
 
+from spin_jax import checkpoint as ckpt_lib
 from spin_jax import constants
+from spin_jax import fits as fits_lib
+from spin_jax import input_pipeline
 from spin_jax import models
+from spin_jax import parallel
 from spin_jax import priors
 from spin_jax import smpl
+from spin_jax import step as step_lib
+from spin_jax import train
 
 # The tiny config's backbone: the ResNet stem alone (no residual stages).
 models.RESNET_LAYOUTS.setdefault('stem', ((0, 0, 0, 0), False))
@@ -187,7 +193,6 @@ def one_device_reference(workdir: str, steps: int, meanwhile=None):
   import time
   import uuid
   import zipfile
-  from spin_jax import train
   meanwhile = meanwhile or (lambda: None)
   cfg, bm, prior = tiny_setup(num_train_steps=steps, checkpoint_every=0)
   cache_dir = os.environ.get('SPIN_TEST_REFERENCE_CACHE') or os.path.join(
@@ -272,7 +277,6 @@ def make_data(cfg, body_model, fail_at: int | None = None, nan_at: int | None = 
   nan_at: batch `nan_at` has NaN images (a non-finite step).
   """
   import jax
-  from spin_jax import train
 
   def batch_fn(i):
     if fail_at is not None and i == fail_at:
@@ -285,24 +289,21 @@ def make_data(cfg, body_model, fail_at: int | None = None, nan_at: int | None = 
     p = jax.process_index()
     return {k: v[p * n:(p + 1) * n] for k, v in b.items()}
 
-  return train.FunctionData(batch_fn, NUM_ROWS, [('synthetic', 0, NUM_ROWS)])
+  return input_pipeline.FunctionData(batch_fn, NUM_ROWS, [('synthetic', 0, NUM_ROWS)])
 
 
 def final_arrays(workdir: str) -> dict:
   """Params (flattened) and fits of the latest checkpoint in workdir, numpy."""
   import jax
-  from spin_jax import checkpoint as ckpt_lib
-  from spin_jax import parallel
-  from spin_jax import train
   cfg = ckpt_lib.Checkpointer(workdir, read_only=True).restore_config()
-  model = train.create_model(cfg)
-  table = train.fits_lib.init_table(NUM_ROWS, np.zeros(82, np.float32), True)
-  _, state = train.create_train_state(cfg, model, table,
-                                      train.make_optimizer(cfg))
+  model = step_lib.create_model(cfg)
+  table = fits_lib.init_table(NUM_ROWS, np.zeros(82, np.float32), True)
+  _, state = step_lib.create_train_state(cfg, model, table,
+                                      step_lib.make_optimizer(cfg))
   state = parallel.replicate(state, parallel.make_mesh())
-  state, _ = train.restore_checkpoint(
+  state, _ = ckpt_lib.restore_state(
       ckpt_lib.Checkpointer(workdir, read_only=True), state)
-  host = parallel.to_host((state.params, train._key_data(state.model_state), state.fits.params,
+  host = parallel.to_host((state.params, ckpt_lib.key_data(state.model_state), state.fits.params,
                            state.fits.loss, state.step))
   params, mstate, fits_p, fits_l, step = host
   flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in

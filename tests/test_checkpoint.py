@@ -6,6 +6,7 @@ import pytest
 
 import _train_testlib as tl
 from spin_jax import checkpoint as ckpt_lib
+from spin_jax import inference
 from spin_jax import train
 
 tl.enable_compile_cache()
@@ -55,5 +56,61 @@ def test_checkpoint_holds_config_and_fits(tmp_path):
   import numpy as np
   exported = np.load(os.path.join(wd, 'fits', 'synthetic_fits.npy'))
   np.testing.assert_array_equal(exported, arrays['fits'])
-  model, config = train.load_for_inference(wd)
+  model, config = inference.load_workdir_model(wd)
   assert config.model.img_res == cfg.model.img_res
+
+
+def _largest_file(folder):
+  files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
+  return max(files, key=os.path.getsize)
+
+
+def test_unreadable_latest_step_falls_back(tmp_path):
+  """A truncated file in the newest step: training resumes from the step
+  before (the bad one moved aside, never deleted) and ends bitwise equal to
+  an uninterrupted run; read-only loading also falls back, touching nothing."""
+  cfg, bm, prior = tl.tiny_setup(num_train_steps=4, checkpoint_every=2)
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(cfg, straight, body_model=bm, prior=prior,
+                           train_data=tl.make_data(cfg, bm))
+  want = tl.final_arrays(straight)
+
+  run = str(tmp_path / 'run')
+  cfg.num_train_steps = 3
+  train.train_and_evaluate(cfg, run, body_model=bm, prior=prior,
+                           train_data=tl.make_data(cfg, bm))
+  assert ckpt_lib.Checkpointer(run, read_only=True).all_steps() == [2, 3]
+  victim = _largest_file(os.path.join(run, 'checkpoints', '3', 'model'))
+  with open(victim, 'r+b') as f:
+    f.truncate(os.path.getsize(victim) // 2)
+
+  # Read-only: step 3 is skipped, step 2 is used, nothing is moved.
+  model, config = inference.load_workdir_model(run)
+  assert config.model.img_res == cfg.model.img_res
+  assert sorted(os.listdir(os.path.join(run, 'checkpoints'))) == ['2', '3']
+
+  # Training: step 3 is moved aside and the run resumes from step 2.
+  cfg.num_train_steps = 4
+  train.train_and_evaluate(cfg, run, body_model=bm, prior=prior,
+                           train_data=tl.make_data(cfg, bm))
+  aside = os.listdir(os.path.join(run, 'checkpoints_unreadable'))
+  assert len(aside) == 1 and aside[0].startswith('3-')
+  assert os.path.isfile(os.path.join(run, 'checkpoints_unreadable', aside[0],
+                                     os.path.relpath(victim, os.path.join(
+                                         run, 'checkpoints', '3'))))
+  tl.assert_same(tl.final_arrays(run), want, rtol=0, atol=0)
+
+
+def test_no_readable_checkpoint_is_one_clear_error(tmp_path):
+  cfg, bm, prior = tl.tiny_setup(num_train_steps=2, checkpoint_every=0)
+  wd = str(tmp_path / 'wd')
+  train.train_and_evaluate(cfg, wd, body_model=bm, prior=prior,
+                           train_data=tl.make_data(cfg, bm))
+  meta = os.path.join(wd, 'checkpoints', '2', 'config', 'metadata')
+  if not os.path.exists(meta):
+    meta = _largest_file(os.path.join(wd, 'checkpoints', '2', 'config'))
+  open(meta, 'w').close()  # an empty JSON file
+  with pytest.raises(FileNotFoundError, match=r'No readable checkpoint.*step 2'):
+    inference.load_workdir_model(wd)
+  with pytest.raises(FileNotFoundError, match='no checkpoint at step 7; steps present'):
+    inference.load_workdir_model(wd, step=7)

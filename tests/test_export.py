@@ -24,7 +24,7 @@ def test_exported_equals_in_process_at_two_batch_sizes(tmp_path):
   path = str(tmp_path / 'model.jaxexport')
   export.save(exported, path)
   reloaded = export.load(path)
-  assert str(reloaded.in_avals[0].shape) == '(b, 32, 32, 3)'
+  assert str(reloaded.exported.in_avals[0].shape) == '(b, 32, 32, 3)'
   jit_fn = jax.jit(fn)
   rng = np.random.default_rng(0)
   for b in (1, 3):
@@ -38,6 +38,15 @@ def test_exported_equals_in_process_at_two_batch_sizes(tmp_path):
                                  rtol=1e-5, atol=1e-6, err_msg=key)
   assert got['vertices'].shape == (3, body.num_vertices, 3)
   assert got['joints'].shape == (3, 49, 3)
+  # What the compiled function would take silently is refused.
+  with pytest.raises(ValueError, match='float32.*float64'):
+    reloaded.call(images.astype(np.float64))
+  bad = images.copy()
+  bad[0, 3, 4, 1] = np.nan
+  with pytest.raises(ValueError, match='NaN'):
+    reloaded.call(bad)
+  with pytest.raises(ValueError, match=r'\(b, 32, 32, 3\)'):
+    reloaded.call(images[:, :16])
   np.save(tmp_path / 'images.npy', images)
   np.save(tmp_path / 'want.npy', np.asarray(want['vertices']))
   # A fresh interpreter that imports only jax and numpy (no spin_jax, no flax).

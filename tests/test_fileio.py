@@ -7,10 +7,15 @@ from spin_jax import fileio
 def test_print_json_line_prints_and_saves_the_same_line(tmp_path, capsys):
   path = tmp_path / 'out.json'
   path.write_text('old\n')
-  fileio.print_json_line({'a': 1.5, 'b': [1, 2]}, str(path))
+  fileio.print_json_line({'a': 1.5, 'b': [1, 2], 'load_avg': [0.5]}, str(path))
   printed = capsys.readouterr().out
-  assert printed == path.read_text() == '{"a": 1.5, "b": [1, 2]}\n'
-  assert json.loads(printed) == {'a': 1.5, 'b': [1, 2]}
+  assert printed == path.read_text() == '{"a": 1.5, "b": [1, 2], "load_avg": [0.5]}\n'
+  # Without its own, a result gets the machine's load average (1, 5, 15 min).
+  fileio.print_json_line({'a': 1.5}, str(path))
+  printed = capsys.readouterr().out
+  got = json.loads(printed)
+  assert printed == path.read_text() and got['a'] == 1.5
+  assert len(got['load_avg']) == 3 and all(x >= 0 for x in got['load_avg'])
   assert [p.name for p in tmp_path.iterdir()] == ['out.json']  # no temp file left
 
 

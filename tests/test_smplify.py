@@ -197,3 +197,42 @@ def test_config_and_input_errors(model, prior):
   _, keypoints, init = _scene(model, 2)
   with pytest.raises(ValueError, match='keypoints_2d'):
     smplify.smplify(model, prior, init, keypoints[:, :24], _STAGE1)
+
+
+def test_history_and_public_losses_agree_with_the_result(model, prior):
+  """The loss curve the notebook plots: per-iteration objectives of both
+  stages; their last body value is the result's objective, and the public
+  loss functions recompute the stage objectives from the parameters."""
+  _, keypoints, init = _scene(model, 4, seed=3)
+  for cfg in (smplify.SMPLifyConfig(mode='faithful', camera_iterations=6,
+                                    body_iterations=8, return_history=True),
+              smplify.SMPLifyConfig(mode='fast', return_history=True)):
+    res = smplify.smplify(model, prior, init, keypoints, cfg)
+    n1, n2 = cfg.iterations
+    assert res.history['camera'].shape == (4, n1 + 1)
+    assert res.history['body'].shape == (4, n2 + 1)
+    body = smplify.body_fitting_loss(model, prior, res.params, keypoints, cfg)
+    np.testing.assert_allclose(res.history['body'][:, -1], body, rtol=1e-4)
+    np.testing.assert_allclose(res.objective, body, rtol=1e-4)
+    # The body stage starts where the camera stage ended (same parameters,
+    # other objective), so check its start against the public function.
+    start = smplify.FitParams(init.global_orient, init.body_pose, init.betas,
+                              init.camera_translation)
+    cam0 = smplify.camera_fitting_loss(model, start, keypoints,
+                                       init.camera_translation[:, 2], cfg)
+    np.testing.assert_allclose(res.history['camera'][:, 0], cam0, rtol=1e-4)
+    assert np.all(res.history['body'][:, -1] < res.history['body'][:, 0])
+    if cfg.mode == 'fast':  # LM accepts only improving steps
+      assert np.all(np.diff(np.asarray(res.history['body']), axis=1) <= 0)
+  with pytest.raises(ValueError, match='return_history'):
+    smplify.SMPLifyConfig(mode='fast', lsq_solver='gauss_newton',
+                          return_history=True)
+
+
+def test_body_behind_the_camera_is_never_valid(model, prior):
+  _, keypoints, init = _scene(model, 2, seed=4)
+  behind = init.replace(camera_translation=init.camera_translation.at[1, 2].set(-45.0))
+  cfg = smplify.SMPLifyConfig(mode='faithful', camera_iterations=0, body_iterations=0)
+  res = smplify.smplify(model, prior, behind, keypoints, cfg)
+  assert np.isfinite(np.asarray(res.objective)).all()
+  assert bool(res.valid[0]) and not bool(res.valid[1])

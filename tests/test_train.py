@@ -11,6 +11,7 @@ import _train_testlib as tl
 from spin_jax import augment
 from spin_jax import checkpoint as ckpt_lib
 from spin_jax import rotations
+from spin_jax import step as step_lib
 from spin_jax import train
 
 tl.enable_compile_cache()
@@ -28,8 +29,8 @@ def _fake_pred(b, seed):
 
 def test_fits_only_improve_and_are_stored_unaugmented():
   cfg, bm, prior = tl.tiny_setup()
-  step_cfg = train.StepConfig.create(cfg)
-  targets_fn = jax.jit(train.compute_targets, static_argnums=(5,))
+  step_cfg = step_lib.StepConfig.create(cfg)
+  targets_fn = jax.jit(step_lib.compute_targets, static_argnums=(5,))
   table, _ = train.init_fits_table(cfg, tl.NUM_ROWS, [('s', 0, tl.NUM_ROWS)])
   assert not np.any(np.asarray(table.has_fit))  # 'auto' + SMPLify: first fit wins
   for i in range(3):
@@ -106,18 +107,18 @@ def test_learning_rate_schedules():
   from experiments.configs import default as default_config
   cfg = default_config.get_config()
   cfg.learning_rate = 1e-3
-  const = train.learning_rate_schedule(cfg, 100)  # SPIN: constant
+  const = step_lib.learning_rate_schedule(cfg, 100)  # SPIN: constant
   assert float(const(0)) == float(const(99)) == pytest.approx(1e-3)
   cfg.lr_schedule, cfg.warmup_steps = 'cosine', 10
-  lr = train.learning_rate_schedule(cfg, 100)
+  lr = step_lib.learning_rate_schedule(cfg, 100)
   assert float(lr(0)) == 0 and float(lr(5)) == pytest.approx(5e-4)
   assert float(lr(10)) == pytest.approx(1e-3)
   assert float(lr(55)) == pytest.approx(5e-4, rel=1e-3) and float(lr(100)) == pytest.approx(0)
   # The optimiser follows the schedule: the first (warmup) update is zero.
-  tx = train.make_optimizer(cfg, 100)
+  tx = step_lib.make_optimizer(cfg, 100)
   params = {'w': jnp.ones(3)}
   updates, _ = tx.update({'w': jnp.ones(3)}, tx.init(params), params)
   np.testing.assert_array_equal(updates['w'], 0)
   cfg.lr_schedule = 'step'
   with pytest.raises(ValueError, match='lr_schedule'):
-    train.make_optimizer(cfg, 100)
+    step_lib.make_optimizer(cfg, 100)

@@ -63,7 +63,7 @@ def main(argv):
   del argv
   import jax
   import numpy as np
-  from spin_jax import parallel, smpl_io, train
+  from spin_jax import parallel, smpl_io, step as step_lib, train
   sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
   from configs import default
   on_cpu = jax.default_backend() == 'cpu'
@@ -82,16 +82,16 @@ def main(argv):
     cfg.run_smplify = run
     cfg.fits_init = 'mean'
     cfg.smplify.mode = mode
-    model = train.create_model(cfg)
-    tx = train.make_optimizer(cfg)
+    model = step_lib.create_model(cfg)
+    tx = step_lib.make_optimizer(cfg)
     table, _ = train.init_fits_table(cfg, b, [('bench', 0, b)])
-    graphdef, state = train.create_train_state(cfg, model, table, tx)
+    graphdef, state = step_lib.create_train_state(cfg, model, table, tx)
     state = parallel.replicate(state, mesh)
-    prior = parallel.replicate(train._load_prior(cfg), mesh)
+    prior = parallel.replicate(train.load_prior(cfg), mesh)
     bm = parallel.replicate(body_model, mesh)
     batch = parallel.shard_batch(make_batch(body_model, b, cfg.model.img_res, b),
                                  mesh)
-    step = train.make_train_step(cfg, graphdef, tx, mesh)
+    step = step_lib.make_train_step(cfg, graphdef, tx, mesh)
     t0 = time.perf_counter()
     state, m = step(state, batch, bm, prior)
     jax.block_until_ready(m)

@@ -172,8 +172,8 @@ conf[:, 25:] = 1.0  # the 24 ground-truth joints, as in SPIN's training data
 keypoints = jnp.concatenate([kp, conf], -1)  # (1, 49, 3) pixels of the 224 crop
 print('keypoints inside the crop:', bool(jnp.all((kp > 0) & (kp < 224))))''',
     'md:## Initialise from the mean parameters and run\n\n'
-    'SMPLify runs in chunks of iterations so we can draw the loss curve (each '
-    'chunk restarts Adam from the previous chunk\'s parameters).',
+    'With `return_history=True` SMPLify also returns each stage\'s objective at '
+    'its start and after every iteration: the loss curve.',
     '''\
 mean = models.load_mean_params()
 mean_rot = rotations.rot6d_to_matrix(jnp.asarray(mean['pose6d']).reshape(24, 6))
@@ -183,21 +183,18 @@ init = smplify.FitParams(
     betas=jnp.asarray(mean['betas'])[None],
     camera_translation=camera.weak_perspective_to_translation(jnp.asarray(mean['cam'])[None]))
 
-CAMERA_ITERS, CHUNK, CHUNKS = (10, 5, 3) if SMALL else (100, 10, 10)
-cam_cfg = smplify.SMPLifyConfig(mode='faithful', camera_iterations=CAMERA_ITERS, body_iterations=0)
-body_cfg = smplify.SMPLifyConfig(mode='faithful', camera_iterations=0, body_iterations=CHUNK)
-res = smplify.smplify(body, prior, init, keypoints, cam_cfg)
-iters, losses = [0], [float(res.loss[0])]
-for i in range(CHUNKS):
-  res = smplify.smplify(body, prior, res.params, keypoints, body_cfg)
-  iters.append((i + 1) * CHUNK)
-  losses.append(float(res.loss[0]))
-print('mean per-joint reprojection loss (GMoF, px^2-like):', [round(l, 1) for l in losses])
+iters = dict(camera_iterations=10, body_iterations=15) if SMALL else {}  # SPIN: 100 + 100
+cfg = smplify.SMPLifyConfig(mode='faithful', return_history=True, **iters)
+res = smplify.smplify(body, prior, init, keypoints, cfg)
+print('objective: camera stage', float(res.history['camera'][0, 0]), '->',
+      float(res.history['camera'][0, -1]), '; body stage', float(res.history['body'][0, 0]),
+      '->', float(res.history['body'][0, -1]))
 
-plt.figure(figsize=(5, 3))
-plt.plot(iters, losses, 'o-')
-plt.xlabel('body-stage iterations'); plt.ylabel('reprojection loss (mean over 49)')
-plt.yscale('log'); plt.title('SMPLify'); plt.grid(True, alpha=0.3)
+fig, ax = plt.subplots(1, 2, figsize=(8, 3))
+for a, stage in zip(ax, ('camera', 'body')):
+  a.plot(np.asarray(res.history[stage][0]))
+  a.set_xlabel(f'{stage}-stage iterations'); a.set_yscale('log'); a.grid(True, alpha=0.3)
+ax[0].set_ylabel('SMPLify objective')
 plt.show()''',
     'md:## How close is the fit in 3D?',
     '''\

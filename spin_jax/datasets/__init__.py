@@ -12,8 +12,10 @@ Every entry is one TFDS dataset with one split, built from the raw release
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 
+from spin_jax.datasets import openpose
 from spin_jax.datasets.schema import SCHEMA_VERSION
 
 
@@ -77,11 +79,9 @@ def read_raw(name: str, manual_dir: str) -> list[dict]:
   OpenPose detections are attached when manual_dir/openpose/ holds SPIN's json
   folders (see openpose.py); otherwise openpose stays zeros.
   """
-  import importlib
   module, fn, *args = spec(name).reader.split(':')
   mod = importlib.import_module(f'spin_jax.datasets.{module}')
   records = getattr(mod, fn)(manual_dir, *args)
-  from spin_jax.datasets import openpose
   op_dir = os.path.join(manual_dir, 'openpose')
   if name in openpose.OPENPOSE_FILES and os.path.isdir(
       os.path.join(op_dir, openpose.OPENPOSE_FILES[name][0])):
@@ -101,7 +101,8 @@ def fits_table_path(name: str, data_dir: str) -> str:
 
 def data_source(name: str, data_dir: str):
   """Random-access source (len, __getitem__ -> dict of numpy) of a built dataset."""
-  import tensorflow_datasets as tfds
+  # TensorFlow (slow to import, the [data] extra) only where a dataset is read.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   path = dataset_dir(name, data_dir)
   if not os.path.isdir(path):
     raise FileNotFoundError(

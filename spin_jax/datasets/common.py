@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 
 import cv2
+import h5py
 import numpy as np
+from PIL import Image
+import scipy.io
 
 from spin_jax.datasets import schema
 
@@ -51,7 +54,6 @@ def check_shape(arr, shape, path: str, key: str) -> np.ndarray:
 
 def load_mat(path: str, what: str) -> dict:
   """A MATLAB v5 .mat file (scipy); v7.3 files are HDF5 and read with h5py."""
-  import scipy.io
   require_file(path, what)
   try:
     return scipy.io.loadmat(path)
@@ -66,7 +68,6 @@ def open_h5(path: str, keys, what: str = 'HDF5', written_by: str = ''):
   Errors name the file and the first missing key; `written_by` is appended to
   the expected-keys list (e.g. 'as written by h36m-fetch').
   """
-  import h5py
   try:
     f = h5py.File(path, 'r')
   except OSError as e:
@@ -109,7 +110,6 @@ def read_image_reduced(path: str, zoom: float):
   r = next((k for k in (8, 4, 2) if k * zoom <= 1), 1)
   if r > 1 and os.path.splitext(path)[1].lower() in ('.jpg', '.jpeg'):
     try:
-      from PIL import Image  # header only: the full size without decoding
       with Image.open(path) as im:
         w, h = im.size
     except Exception:  # pylint: disable=broad-except

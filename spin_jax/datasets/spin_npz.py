@@ -42,6 +42,12 @@ def read_spin_npz(path: str, image_dir: str, mask_dir: str | None = None
     for k in ('has_smpl', 'gender', 'maskname', 'partname'):
       if k in data.files:
         cols[k] = common.check_shape(np.reshape(data[k], (-1,)), (n,), path, k)
+  labels = ('part', 'openpose', 'S', 'pose', 'maskname', 'partname')
+  if not any(k in cols for k in labels):
+    raise common.DatasetFormatError(
+        f'{path}: no labels at all (none of {", ".join(labels)}); a SPIN dataset '
+        'needs 2D keypoints, 3D joints, SMPL parameters or masks to train or '
+        'evaluate on.')
   if ('maskname' in cols or 'partname' in cols) and mask_dir is None:
     raise common.DatasetFormatError(
         f'{path} has maskname/partname: pass the UPi-S1h folder as mask_dir '

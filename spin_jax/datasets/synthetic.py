@@ -84,10 +84,17 @@ import os
 from typing import Any, Iterator
 
 import cv2
+import jax
 import numpy as np
+from scipy.spatial.transform import Rotation
+import tqdm
 
-from spin_jax import constants, render
+from spin_jax import constants
+from spin_jax import render
+from spin_jax import smpl
+from spin_jax import smpl_io
 from spin_jax.datasets import schema
+from spin_jax.datasets import static_fits
 
 TFDS_NAME = 'spin_synthetic'
 _DESCRIPTION = ('spin_jax synthetic set: the default body model rendered in '
@@ -217,8 +224,7 @@ def _rot(axis: str, angle):
 
 
 def _matrix_to_axis_angle(r) -> np.ndarray:
-  from spin_jax import augment  # pylint: disable=g-import-not-at-top
-  return np.stack([augment.matrix_to_axis_angle(m) for m in r])
+  return Rotation.from_matrix(r).as_rotvec()
 
 
 def simple_pose_sampler(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -444,14 +450,16 @@ def _render_job(job) -> bytes:
 
 # ------------------------------------------------------------ examples
 def _load_body_model(spec):
-  from spin_jax import smpl_io  # pylint: disable=g-import-not-at-top
-  return smpl_io.resolve_body_model(spec) if isinstance(spec, str) else spec
+  model = (smpl_io.resolve_body_model(spec) if isinstance(spec, str) else spec)
+  if model.num_betas < constants.NUM_BETAS:  # the schema stores 10 betas
+    raise ValueError(f'body model {getattr(model, "name", spec)!r} has '
+                     f'{model.num_betas} shape components; the synthetic dataset '
+                     f'needs {constants.NUM_BETAS}.')
+  return model
 
 
 @functools.lru_cache(maxsize=1)
 def _forward_fn():
-  import jax  # pylint: disable=g-import-not-at-top
-  from spin_jax import smpl  # pylint: disable=g-import-not-at-top
 
   @jax.jit
   def fwd(model, pose, betas):
@@ -593,7 +601,6 @@ class RenderPool:
 
 @functools.lru_cache(maxsize=1)
 def _mean_fit():
-  from spin_jax.datasets import static_fits  # pylint: disable=g-import-not-at-top
   return static_fits.mean_params_fit().astype(np.float32)
 
 
@@ -611,7 +618,6 @@ def generate_examples(split: str, cfg: SyntheticConfig, model=None,
   total = cfg.num_examples(split)
   bar = None
   if progress:
-    import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm.tqdm(total=total, unit='img', desc=f'synthetic {split}')
   own_pool = pool is None
   if own_pool:
@@ -647,6 +653,7 @@ def _finish(examples, result, bar):
 # ------------------------------------------------------------ TFDS
 @functools.lru_cache(maxsize=1)
 def _builder_class():
+  # TensorFlow (slow to import) only when the dataset is built or read.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from etils import epath  # pylint: disable=g-import-not-at-top
 
@@ -719,6 +726,18 @@ def build_kwargs(train_size: int, test_size: int, img_res: int, seed: int = 0,
               num_test=int(test_size), image_size=max(96, int(img_res)),
               seed=int(seed), body_model=body_model, appearance=appearance,
               pose_scale=float(pose_scale), domains=domains)
+
+
+def build_kwargs_from_config(config) -> dict:
+  """`build_kwargs` of a training config (experiments/configs/default.py): the
+  synthetic set that config trains and validates on."""
+  d = config.data
+  return build_kwargs(d.synthetic_train_size, d.synthetic_test_size,
+                      config.model.img_res, seed=config.seed,
+                      body_model=config.body_model,
+                      appearance=d.get('synthetic_appearance', 'clothes'),
+                      pose_scale=d.get('synthetic_pose_scale', 1.0),
+                      domains=d.get('synthetic_domains', 'same'))
 
 
 def dataset_dir(data_dir: str, cfg: SyntheticConfig) -> str:
