@@ -19,7 +19,9 @@ test:
 quickstart:
 	$(BIN)/python experiments/train.py --flagfile=experiments/flagfiles/quickstart.flags --workdir=$(WORKDIR)
 	$(BIN)/python experiments/eval.py --checkpoint=$(WORKDIR) --dataset=synthetic
-	$(BIN)/python experiments/demo.py --checkpoint=$(WORKDIR) --img=spin_jax/assets/demo.png --out=$(WORKDIR)/demo
+	# A real photo: the bundled detector's keypoints, SMPLify from the regressor's
+	# prediction and from the mean parameters, the better fit kept (README, Photos).
+	$(BIN)/python experiments/demo.py --checkpoint=$(WORKDIR) --refine --img=spin_jax/assets/astronaut.jpg --out=$(WORKDIR)/demo
 
 clean-runs:
 	rm -rf runs

@@ -11,11 +11,15 @@ From SPIN's released npz (data/dataset_extras) and the image folder:
       --image_dir ~/datasets/lsp_dataset_original \
       --static_fits data/static_fits/lsp-orig_fits.npy --data_dir ~/tensorflow_datasets
 
+Your own photos (in-the-wild, 2D keypoints from the bundled detector, no 3D;
+trains like LSP: spin_jax/datasets/images.py):
+  python data_prep/build.py --dataset images --image_dir ~/photos --data_dir DIR
+
 The embedded synthetic dataset:  --dataset synthetic --data_dir DIR
   [--synthetic_size large] [--synthetic_appearance parts --synthetic_pose_scale 0.5]
   [--synthetic_domains studio_wild].
 Datasets: h36m, h36m-p1, h36m-p2, lsp, lsp-orig, lspet, mpii, coco,
-mpi-inf-3dhp, mpi-inf-3dhp-test, 3dpw, 3dpw-train, synthetic (comma-separated
+mpi-inf-3dhp, mpi-inf-3dhp-test, 3dpw, 3dpw-train, images, synthetic (comma-separated
 for several raw builds). Training sets also get <data_dir>/static_fits/
 <name>_fits.npy, the (N, 82) table the training loop starts from (SPIN's fits
 when given, else the mean parameters, as SPIN_DETAILS D3 for H36M).
@@ -32,6 +36,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from spin_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from spin_jax.datasets import images  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _DATASET = flags.DEFINE_string('dataset', None, 'Dataset name(s), comma-separated.',
                                required=True)
@@ -42,7 +47,8 @@ _MANUAL_DIR = flags.DEFINE_string('manual_dir', None,
 _FROM_SPIN_NPZ = flags.DEFINE_string(
     'from_spin_npz', None, "SPIN's dataset npz (data/dataset_extras/*.npz).")
 _IMAGE_DIR = flags.DEFINE_string(
-    'image_dir', None, 'With --from_spin_npz: the folder imgname is relative to.')
+    'image_dir', None, 'With --from_spin_npz: the folder imgname is relative '
+    'to; with --dataset images: the folder of photos.')
 _MASK_DIR = flags.DEFINE_string(
     'mask_dir', None, 'With --from_spin_npz for lsp: the UPi-S1h folder '
     '(maskname/partname are relative to it).')
@@ -125,7 +131,15 @@ def main(argv):
       raise app.UsageError(f'--dataset: unknown {name!r}; expected one of '
                            f'{sorted(datasets.SPIN_DATASETS) + ["synthetic"]}')
   source = None
-  if _FROM_SPIN_NPZ.value:
+  if 'images' in names:
+    if names != ['images'] or _FROM_SPIN_NPZ.value:
+      raise app.UsageError('--dataset images builds alone, from --image_dir')
+    if not (_IMAGE_DIR.value or _MANUAL_DIR.value):
+      raise app.UsageError('--dataset images needs --image_dir (a folder of '
+                           'photos)')
+    folder = _IMAGE_DIR.value or _MANUAL_DIR.value
+    source = functools.partial(images.read_images, folder)
+  elif _FROM_SPIN_NPZ.value:
     if len(names) != 1:
       raise app.UsageError('--from_spin_npz imports one dataset at a time')
     if not _IMAGE_DIR.value:

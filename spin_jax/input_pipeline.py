@@ -53,7 +53,8 @@ from spin_jax.datasets import synthetic
 # within a group, members share in proportion to their sizes.
 SPIN_MIXING_GROUPS = (
     (('h36m',), constants.H36M_SHARE),
-    (('lsp-orig', 'mpii', 'lspet', 'coco'), constants.ITW_SHARE),
+    # 'images': your own photos (spin_jax/datasets/images.py), like LSP.
+    (('lsp-orig', 'mpii', 'lspet', 'coco', 'images'), constants.ITW_SHARE),
     (('mpi-inf-3dhp',), constants.MPI_INF_3DHP_SHARE),
     # The synthetic set (spin_jax.datasets.synthetic) in the same spirit.
     (('synthetic-3d',), 0.4),

@@ -200,13 +200,21 @@ def _fitting_confidence(keypoints):
 
 
 def _camera_residuals(params, joints, keypoints, use_openpose, depth_init, config):
-  """Stage 1: (9,) torso reprojection residuals (4 joints x 2) + depth term."""
+  """Stage 1: (9,) torso reprojection residuals (4 joints x 2) + depth term.
+
+  Unweighted, as SPIN's, except that a torso joint with confidence 0 counts 0
+  (ours): SPIN's GT branch would pull an absent joint's projection to its
+  stored (0, 0). With all four present (every SPIN training set) the term is
+  SPIN's; keypoints from a detector can lack a hip (e.g. cut off by the
+  image border) and then have no GT torso at all.
+  """
   global_orient, translation = params
   proj = _project(joints(global_orient), translation, config)  # (49, 2)
   op = jnp.asarray(constants.OP_TORSO_JOINT_IDS)
   gt = jnp.asarray(constants.GT_TORSO_JOINT_IDS)
-  r_op = (keypoints[op, :2] - proj[op]).reshape(-1)
-  r_gt = (keypoints[gt, :2] - proj[gt]).reshape(-1)
+  present = lambda ids: (keypoints[ids, 2:] > 0).astype(proj.dtype)
+  r_op = ((keypoints[op, :2] - proj[op]) * present(op)).reshape(-1)
+  r_gt = ((keypoints[gt, :2] - proj[gt]) * present(gt)).reshape(-1)
   r = jnp.where(use_openpose, r_op, r_gt)  # (8,)
   depth = config.depth_loss_weight * (translation[2] - depth_init)
   return jnp.concatenate([r, depth[None]])

@@ -118,6 +118,21 @@ def test_stage1_torso_choice(model, prior, openpose_confident):
                              truth.camera_translation[:, 2], atol=0.05)
 
 
+def test_stage1_ignores_absent_torso_joints(model, prior):
+  # Keypoints from a detector: an OpenPose hip missing and no GT joints at all.
+  # Stage 1 has no torso data then (the depth term only), so the camera and
+  # the orientation stay at the start instead of being pulled to pixel (0, 0).
+  truth, keypoints, _ = _scene(model, 2, seed=4)
+  kp = np.array(keypoints)
+  kp[:, constants.NUM_OPENPOSE_JOINTS:, :] = 0.0
+  kp[:, 12, 2] = 0.0  # OP LHip
+  res = smplify.smplify(model, prior, truth, jnp.asarray(kp), _STAGE1)
+  np.testing.assert_allclose(res.params.camera_translation,
+                             truth.camera_translation, atol=1e-4)
+  np.testing.assert_allclose(res.params.global_orient, truth.global_orient,
+                             atol=1e-4)
+
+
 def test_rigid_root_rotation_is_exact(model):
   rng = np.random.default_rng(3)
   pose, betas = _f32(rng.normal(0, 0.3, (1, 69))), _f32(rng.normal(0, 1, (1, 10)))

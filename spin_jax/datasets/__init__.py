@@ -56,6 +56,9 @@ _SPECS = (
                 '3dpw_test.npz'),
     DatasetSpec('3dpw-train', 'spin_3dpw_train', 'train',
                 'pw3d:read_3dpw:train', '3dpw_train.npz'),
+    # Not SPIN's: your own photos, keypoints from the bundled detector
+    # (spin_jax/datasets/images.py; manual_dir = the folder of images).
+    DatasetSpec('images', 'spin_images', 'train', 'images:read_images', ''),
 )
 SPIN_DATASETS = {s.name: s for s in _SPECS}
 # SPIN's training set names, in the order of constants.TRAIN_DATASETS.
