@@ -168,6 +168,8 @@ def main(argv):
     if people is not None:
       rec.detector_score = np.array([people[i].score for i in rec.person_index],
                                     np.float32)
+    for i, reason in rec.failed:
+      print(f'demo.py: {name}: person {i} not written: {reason}.', file=sys.stderr)
     return rec, people
 
   if _IMG.value:

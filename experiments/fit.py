@@ -50,6 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from spin_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # pylint: disable=g-import-not-at-top
+import jax
 import jax.numpy as jnp
 
 from spin_jax import constants
@@ -106,17 +107,32 @@ def main(argv):
           f'{_THRESHOLD.value}); nothing written.', file=sys.stderr)
     sys.exit(3)
   logging.info('%s: %d person(s) from %s keypoints', source, len(boxes), fmt)
-  os.makedirs(_OUT.value, exist_ok=True)
-  if not _KEYPOINTS.value:
-    keypoints_lib.write_detections(f'{stem}_keypoints.json', people, image.shape[:2])
   photo.enable_compilation_cache(_CACHE.value)
   model = smpl_io.resolve_body_model(_BODY_MODEL.value)
   prior = (priors.load_gmm_prior(_PRIOR.value) if _PRIOR.value
            else priors.default_pose_prior())
-  p = len(boxes)
 
   fit = photo.fit_people(model, prior, kp_crop, mode=_MODE.value)
+  reasons = photo.failure_reasons(fit.params, fit.improved, fit.init_source)
+  for i, reason in enumerate(reasons):
+    if reason is not None:
+      print(f'fit.py: {source}: person {kept[i]} not written: {reason}.',
+            file=sys.stderr)
+  good = np.array([r is None for r in reasons])
+  if not good.any():
+    print(f'fit.py: no person in {source!r} could be fitted; nothing written.',
+          file=sys.stderr)
+    sys.exit(3)
+  boxes = [b for b, g in zip(boxes, good) if g]
+  kp_crop, kept = kp_crop[good], [k for k, g in zip(kept, good) if g]
+  fit = photo.Fit(jax.tree.map(lambda x: np.asarray(x)[good], fit.params),
+                  fit.loss[good], fit.objective[good], fit.improved[good],
+                  fit.init_source[good])
   params = fit.params
+  p = len(boxes)
+  os.makedirs(_OUT.value, exist_ok=True)
+  if not _KEYPOINTS.value:
+    keypoints_lib.write_detections(f'{stem}_keypoints.json', people, image.shape[:2])
   loss, valid, objective = fit.loss, fit.improved, fit.objective
   pick = (fit.init_source == 'mean_back').astype(int)  # facing away
 

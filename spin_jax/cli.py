@@ -23,6 +23,7 @@ import importlib.metadata
 import logging as py_logging
 import os
 import sys
+import threading
 import traceback
 import warnings
 from typing import Callable
@@ -89,6 +90,11 @@ def quiet_logs() -> None:
     return  # the user chose
   logging.set_verbosity(logging.WARNING)
   py_logging.getLogger().setLevel(py_logging.WARNING)
+  # Orbax logs the failures of its worker threads (with tracebacks) and then
+  # raises them in the caller, which reports them: once is enough.
+  logging.get_absl_handler().addFilter(
+      lambda record: '/orbax/' not in record.pathname.replace(os.sep, '/'))
+  threading.excepthook = lambda args: None  # raised again where it matters
   # Third-party deprecation notices are for library authors, not users.
   warnings.filterwarnings('ignore', category=DeprecationWarning)
   warnings.filterwarnings('ignore', category=FutureWarning)
@@ -136,6 +142,12 @@ def run(main: Callable[[list[str]], int | None]) -> None:
         line += ' (an internal error: please report it with the output of --verbose)'
       sys.stderr.write(line + '\n')
       sys.stderr.flush()
+      if not verbose():
+        # Library threads left failing (e.g. after a failed checkpoint save)
+        # would print on their way out: the line above said it all.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
       sys.exit(EXIT_ERROR)
 
   app.run(wrapped, flags_parser=_parse_flags)

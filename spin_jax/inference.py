@@ -73,6 +73,8 @@ def box_from_xywh(bbox: Sequence[float], rescale: float = DEFAULT_RESCALE
   if len(bbox) != 4:
     raise ValueError(f'bbox: expected x,y,w,h (4 numbers), got {bbox!r}.')
   x, y, w, h = (float(v) for v in bbox)
+  if not np.all(np.isfinite([x, y, w, h])):
+    raise ValueError(f'bbox {bbox!r}: x, y, w, h must be finite numbers.')
   if w <= 0 or h <= 0:
     raise ValueError(f'bbox {bbox!r}: width and height must be > 0.')
   return Box((x + w / 2.0, y + h / 2.0),
@@ -91,7 +93,10 @@ def parse_bbox_flag(text: str, rescale: float = DEFAULT_RESCALE) -> list[Box]:
     except ValueError as e:
       raise ValueError(f'--bbox {text!r}: expected numbers x,y,w,h '
                        f'(several boxes separated by ";").') from e
-    boxes.append(box_from_xywh(values, rescale))
+    try:
+      boxes.append(box_from_xywh(values, rescale))
+    except ValueError as e:
+      raise ValueError(f'--{e}') from e
   if not boxes:
     raise ValueError(f'--bbox {text!r}: no box given.')
   return boxes
@@ -209,18 +214,37 @@ def read_image(path: str, flag: str = '--img') -> np.ndarray:
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{flag} {path!r} does not exist.')
+  problem = _incomplete(path)
+  if problem:
+    raise ValueError(f'{flag} {path!r}: not a complete image file ({problem}).')
+  image = cv2.imread(path, cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied
+  if image is None:
+    raise ValueError(f'{flag} {path!r}: OpenCV cannot read this image.')
+  if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+    raise ValueError(f'{flag} {path!r}: the image is {image.shape[1]}x{image.shape[0]} '
+                     f'pixels; at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} expected.')
+  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: no copy
+
+
+def _incomplete(path: str) -> str | None:
+  """Why the image file is cut short, or None. JPEG and PNG are checked by
+  their end markers (no second decode of a large photo); other formats by a
+  full decode with PIL."""
+  with open(path, 'rb') as f:
+    head = f.read(8)
+    f.seek(0, os.SEEK_END)
+    f.seek(max(0, f.tell() - 4096))
+    tail = f.read().rstrip(b'\0\r\n \t')
+  if head.startswith(b'\xff\xd8'):  # JPEG: ends with the EOI marker
+    return None if tail.endswith(b'\xff\xd9') else 'no JPEG end marker: truncated'
+  if head.startswith(b'\x89PNG'):  # PNG: ends with the IEND chunk
+    return None if b'IEND' in tail[-12:] else 'no PNG end chunk: truncated'
   try:
     with PIL.Image.open(path) as im:
       im.load()  # decodes everything: a truncated file raises here
   except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as e:
-    raise ValueError(f'{flag} {path!r}: not a complete image file ({e}).') from e
-  bgr = cv2.imread(path, cv2.IMREAD_COLOR)  # EXIF orientation applied
-  if bgr is None:
-    raise ValueError(f'{flag} {path!r}: OpenCV cannot read this image.')
-  if min(bgr.shape[:2]) < MIN_IMAGE_SIDE:
-    raise ValueError(f'{flag} {path!r}: the image is {bgr.shape[1]}x{bgr.shape[0]} '
-                     f'pixels; at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} expected.')
-  return bgr[..., ::-1].copy()
+    return str(e)
+  return None
 
 
 def check_boxes(boxes: Sequence[Box], image_shape: Sequence[int],
@@ -447,6 +471,7 @@ def run_on_image(predictor: Predictor, image: np.ndarray, boxes: Sequence[Box],
   """
   if not boxes:
     raise ValueError('run_on_image: no boxes given.')
+  check_boxes(boxes, image.shape)
   out = predictor.predict_boxes(image, boxes)
   cam = full_image_camera(out['cam'], boxes, image.shape[:2])
   faces = np.asarray(predictor.body_model.faces if faces is None else faces)

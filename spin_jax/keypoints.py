@@ -46,9 +46,11 @@ ground-truth slots get confidence 0.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import sys
 from typing import Any, Sequence
 
 import cv2
@@ -301,6 +303,21 @@ class Person:
     return np.concatenate([pts.min(0), pts.max(0)])
 
 
+@contextlib.contextmanager
+def _stderr_silenced():
+  """Discards what C++ code writes to file descriptor 2 meanwhile (errors
+  still raise in Python)."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, 'w') as null:
+      os.dup2(null.fileno(), 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
 class PoseDetector:
   """Every person's 33 BlazePose landmarks in an RGB uint8 image.
 
@@ -338,12 +355,13 @@ class PoseDetector:
     self.max_people = int(max_people)
     self.outside_margin = float(outside_margin)
     self.face_pass = bool(face_pass)
-    self._det = litert.Interpreter(model_path=detection_model,
-                                   num_threads=num_threads)
-    self._lmk = litert.Interpreter(model_path=landmark_model,
-                                   num_threads=num_threads)
-    self._det.allocate_tensors()
-    self._lmk.allocate_tensors()
+    with _stderr_silenced():  # LiteRT prints an INFO line about XNNPACK
+      self._det = litert.Interpreter(model_path=detection_model,
+                                     num_threads=num_threads)
+      self._lmk = litert.Interpreter(model_path=landmark_model,
+                                     num_threads=num_threads)
+      self._det.allocate_tensors()
+      self._lmk.allocate_tensors()
     self._det_in = self._det.get_input_details()[0]['index']
     det_out = {d['shape'][-1]: d['index'] for d in self._det.get_output_details()}
     self._det_regress, self._det_score = det_out[12], det_out[1]

@@ -83,7 +83,8 @@ def enable_compilation_cache(path: str | None = DEFAULT_COMPILATION_CACHE) -> No
 
 
 class NoPersonError(ValueError):
-  """No person (with enough confident keypoints) in an image."""
+  """No person (with enough confident keypoints) in an image, or none whose
+  fit succeeded."""
 
 
 # ---------------------------------------------------------------------------
@@ -172,6 +173,32 @@ class Fit:
   objective: np.ndarray  # (P,) SMPLify objective (data + priors)
   improved: np.ndarray  # (P,) bool: SMPLify improved on the chosen start
   init_source: np.ndarray  # (P,) str: 'regressor' | 'mean' | 'mean_back'
+
+
+def failure_reasons(params: smplify.FitParams, improved: np.ndarray,
+                    init_source: np.ndarray, fitted: bool = True) -> list:
+  """Per person: None if the result may be written, else why it may not.
+
+  A result fails when its parameters are not finite, when the body lies
+  behind the camera (crop translation z <= 0), or, if SMPLify ran, when it
+  improved on none of its starts from the mean parameters (what would be
+  written is the mean pose, not a fit). A regressor's prediction that SMPLify
+  could not improve stands.
+  """
+  leaves = [np.asarray(x, np.float64) for x in _leaves(params)]
+  finite = np.all([np.all(np.isfinite(x), -1) for x in leaves], 0)
+  tz = np.asarray(params.camera_translation, np.float64)[:, 2]
+  out = []
+  for i in range(len(tz)):
+    if not finite[i]:
+      out.append('its parameters are not finite')
+    elif not tz[i] > 0:
+      out.append(f'the body lies behind the camera (depth {tz[i]:.2f} m)')
+    elif fitted and not improved[i] and init_source[i] != _INIT_NAMES[0]:
+      out.append('SMPLify could not fit it (no start improved)')
+    else:
+      out.append(None)
+  return out
 
 
 def smplify_config(mode: str = 'fast') -> smplify.SMPLifyConfig:
@@ -287,6 +314,9 @@ class Reconstruction:
   detector_score: np.ndarray | None = None
   fitted: bool = True
   mode: str = 'fast'
+  # (input index, reason) of the people left out: their fit failed
+  # (failure_reasons); nothing of theirs is written.
+  failed: list = dataclasses.field(default_factory=list)
 
   @property
   def num_people(self) -> int:
@@ -341,6 +371,20 @@ def reconstruct(image: np.ndarray, body_model, prior, *,
     params = smplify.FitParams(*[np.asarray(x) for x in _leaves(regressor_init(pred))])
     nan = np.full(p, np.nan, np.float32)
     fit = Fit(params, nan, nan, np.zeros(p, bool), np.asarray(['regressor'] * p))
+  fitted = bool(refine or pred is None)
+  reasons = failure_reasons(params, fit.improved, fit.init_source, fitted)
+  ok = np.array([r is None for r in reasons])
+  failed = [(int(kept[i]), r) for i, r in enumerate(reasons) if r is not None]
+  if not ok.any():
+    raise NoPersonError(f'{name}: no person could be fitted ('
+                        + '; '.join(f'person {i}: {r}' for i, r in failed) + ').')
+  keep = np.flatnonzero(ok)
+  boxes = [boxes[i] for i in keep]
+  kept = [kept[i] for i in keep]
+  params = _take(params, keep)
+  params = smplify.FitParams(*[np.asarray(x) for x in _leaves(params)])
+  fit = Fit(params, fit.loss[keep], fit.objective[keep], fit.improved[keep],
+            fit.init_source[keep])
   pose = np.concatenate([params.global_orient, params.body_pose], -1)
   body = smpl.forward(body_model, jnp.asarray(params.betas),
                       jnp.asarray(params.body_pose),
@@ -356,7 +400,7 @@ def reconstruct(image: np.ndarray, body_model, prior, *,
       objective=fit.objective, improved=fit.improved,
       init_source=fit.init_source, person_index=np.asarray(kept),
       image_size=(h, w), detector_score=None if scores is None else scores[kept],
-      fitted=bool(refine or pred is None), mode=mode)
+      fitted=fitted, mode=mode, failed=failed)
 
 
 def params_dict(rec: Reconstruction) -> dict[str, np.ndarray]:
@@ -383,7 +427,16 @@ def params_dict(rec: Reconstruction) -> dict[str, np.ndarray]:
 
 def draw_keypoints(image: np.ndarray, keypoints: np.ndarray,
                    threshold: float = KEYPOINT_THRESHOLD) -> np.ndarray:
-  """The people's OpenPose-slot keypoints and limbs over the image (RGB)."""
+  """The people's OpenPose-slot keypoints and limbs over the image (RGB), at
+  most inference.OVERLAY_MAX_SIDE pixels on the long side (as the overlays)."""
+  scale = min(1.0, inference.OVERLAY_MAX_SIDE / max(image.shape[:2]))
+  if scale < 1.0:
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    out = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    keypoints = np.asarray(keypoints, np.float64).copy()
+    keypoints[..., 0] = (keypoints[..., 0] + 0.5) * size[0] / image.shape[1] - 0.5
+    keypoints[..., 1] = (keypoints[..., 1] + 0.5) * size[1] / image.shape[0] - 0.5
+    image = out
   out = np.ascontiguousarray(image).copy()
   limbs = ((0, 1), (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8),
            (8, 9), (9, 10), (10, 11), (8, 12), (12, 13), (13, 14), (0, 15),

@@ -70,7 +70,7 @@ PART_PALETTE = np.array([[0, 0, 0], [230, 159, 0], [86, 180, 233],
                          [0, 158, 115], [240, 228, 66], [0, 114, 178],
                          [213, 94, 0]], np.uint8)
 
-_MAX_CANDIDATES = 1 << 21  # pixel candidates per vectorised pass (memory bound)
+_MAX_CANDIDATES = 1 << 20  # pixel candidates per vectorised pass (memory bound)
 _MAX_TILE_TIER = 8  # faces with bounding boxes over 2^8 px are cut into tiles
 # render_mesh lowers its supersampling above this many rasterised pixels.
 MAX_RASTER_PIXELS = 1 << 23
@@ -355,10 +355,14 @@ def render_mesh(vertices, faces, focal_length, camera_center,
   if k > 1:
     layer = cv2_resize_area(layer, (w, h))
     coverage = cv2_resize_area(coverage, (w, h))
-  # Layer holds premultiplied colour (0 outside the mesh), so area averaging is exact.
-  a = alpha * coverage[..., None]
-  out = (1.0 - a) * background + alpha * layer
-  return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+  # Layer holds premultiplied colour (0 outside the mesh), so area averaging is
+  # exact. In place: (1 - a) * background + alpha * layer, one image in memory.
+  coverage *= -alpha
+  coverage += 1.0
+  out = np.multiply(background, coverage[..., None], out=background)
+  layer *= alpha
+  out += layer
+  return np.clip(np.rint(out, out=out), 0, 255, out=out).astype(np.uint8)
 
 
 def cv2_resize_area(x: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:

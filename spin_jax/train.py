@@ -295,6 +295,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       logging.error('Could not save on interrupt (%s); the last periodic '
                     'checkpoint in %s stands.', e, ckpt.directory)
     raise
+  except BaseException:
+    if writer:
+      try:
+        writer.close()
+      except OSError:  # e.g. the disk that failed the save is full
+        pass
+    raise
   finally:
     if bar is not None:
       bar.close()

@@ -70,6 +70,10 @@ def files(tmp_path_factory):
       {'people': [{'pose_keypoints_2d': np.nan_to_num(op, nan=-1).ravel().tolist()}]})
       .replace('-1.0', 'NaN'))
   (d / 'not_a_checkpoint').mkdir()
+  from spin_jax import convert, models  # a tiny regressor for the box cases
+  convert.save_converted(str(d / 'converted'), models.create_model(
+      models.ModelConfig(backbone='resnet18', img_res=32, hidden_dim=32)),
+      source='test')
   np.savez(d / 'no_labels.npz', imgname=np.array(['a.jpg']),
            center=np.zeros((1, 2)), scale=np.ones(1))
   return d
@@ -81,7 +85,7 @@ def cases(d):
   img = str(d / 'image.png')
   return [
       ('missing image', [script('demo.py'), '--img', str(d / 'nope.jpg'),
-                         '--checkpoint', str(d), '--out', out], ['nope.jpg']),
+                         '--out', out], ['nope.jpg']),
       ('truncated jpeg', [script('fit.py'), '--keypoints', str(d / 'far.npy'),
                           '--img', str(d / 'truncated.jpg'), '--out', out],
        ['truncated.jpg', 'not a complete image']),
@@ -127,6 +131,18 @@ def cases(d):
                               '--dataset', 'lsp', '--from_spin_npz',
                               str(d / 'no_labels.npz'), '--image_dir', str(d),
                               '--data_dir', out], ['no_labels.npz', 'no labels']),
+      ('box outside the image', [script('demo.py'), '--img', img, '--checkpoint',
+                                 str(d / 'converted'), '--bbox=5000,5000,100,200',
+                                 '--out', out], ['--bbox', 'outside']),
+      ('NaN box', [script('demo.py'), '--img', img, '--checkpoint',
+                   str(d / 'converted'), '--bbox=nan,10,100,200', '--out', out],
+       ['--bbox', 'finite']),
+      ('NaN OpenPose keypoints', [script('demo.py'), '--img', img, '--openpose',
+                                  str(d / 'nan_openpose.json'), '--out', out],
+       ['nan_openpose.json', 'non-finite']),
+      ('demo on a truncated jpeg', [script('demo.py'), '--img',
+                                    str(d / 'truncated.jpg'), '--out', out],
+       ['truncated.jpg', 'not a complete image']),
   ]
 
 
@@ -136,13 +152,15 @@ def test_cli_bad_inputs_one_line_each(files):
     results = list(pool.map(
         lambda c: run([a.format(c[0].replace(' ', '_')) for a in c[1]], files),
         todo))
+  failed = []
   for (name, args, needles), res in zip(todo, results):
     try:
       assert_one_line_error(res, *needles)
+      out = files / f'out_{name.replace(" ", "_")}'
+      assert not out.exists() or not any(out.rglob('*.*')), list(out.rglob('*'))
     except AssertionError as e:
-      raise AssertionError(f'case {name!r}: {e}') from e
-    out = files / f'out_{name.replace(" ", "_")}'
-    assert not out.exists() or not any(out.rglob('*.*')), (name, list(out.rglob('*')))
+      failed.append(f'case {name!r}: {e}')
+  assert not failed, '\n'.join(failed)
 
 
 def test_verbose_shows_the_traceback(files):
@@ -164,6 +182,7 @@ def test_full_disk_during_a_checkpoint_save(tmp_path):
       def main(argv):
         cfg, bm, prior = tl.tiny_setup(num_train_steps=4, checkpoint_every=2)
         cfg.eval_every = 2
+        cfg.data.eval_split = ''  # no validation data to build
         def fill_the_disk(step, state, body_model):
           if step == 2:  # after step 2's checkpoint: no file may grow now
             resource.setrlimit(resource.RLIMIT_FSIZE, (512, resource.RLIM_INFINITY))

@@ -106,11 +106,11 @@ def test_no_readable_checkpoint_is_one_clear_error(tmp_path):
   wd = str(tmp_path / 'wd')
   train.train_and_evaluate(cfg, wd, body_model=bm, prior=prior,
                            train_data=tl.make_data(cfg, bm))
-  meta = os.path.join(wd, 'checkpoints', '2', 'config', 'metadata')
-  if not os.path.exists(meta):
-    meta = _largest_file(os.path.join(wd, 'checkpoints', '2', 'config'))
-  open(meta, 'w').close()  # an empty JSON file
-  with pytest.raises(FileNotFoundError, match=r'No readable checkpoint.*step 2'):
+  meta = os.path.join(wd, 'checkpoints', '2', 'model', '_METADATA')
+  assert os.path.isfile(meta)
+  open(meta, 'w').close()  # an empty JSON file: the only step is unreadable
+  with pytest.raises(FileNotFoundError,
+                     match=r'No readable checkpoint in .*checkpoints.*step 2: '):
     inference.load_workdir_model(wd)
   with pytest.raises(FileNotFoundError, match='no checkpoint at step 7; steps present'):
     inference.load_workdir_model(wd, step=7)
