@@ -135,6 +135,9 @@ _REGIMES = flags.DEFINE_list('regimes', list(REGIMES), 'Regimes to run.')
 _SEEDS = flags.DEFINE_list('seeds', None, "Override the preset's seeds.")
 _FRESH = flags.DEFINE_bool('fresh', False, 'Delete earlier runs in workdir '
                            '(default: resume / reuse them).')
+_SUMMARISE_ONLY = flags.DEFINE_bool(
+    'summarise_only', False, 'Train nothing: write the JSON and figure from '
+    'the runs finished in --workdir (e.g. while the experiment still runs).')
 
 
 # ---------------------------------------------------------------- configs
@@ -492,6 +495,7 @@ def summarise(results: dict, settings_info: dict, floor: dict, machine_: str) ->
       entry['curve_seeds'] = {s: seeds[s]['curve'] for s in sorted(seeds)}
       out[setting][regime] = entry
     have = [r for r in REGIMES if r in out[setting]]
+    out[setting]['differences'] = seed_differences(regimes)
     if {'2d_only', 'static', 'inloop'} <= set(have):
       p = {r: out[setting][r]['pa_mpjpe'] for r in have}
       out[setting]['paper_order_holds'] = bool(
@@ -500,6 +504,28 @@ def summarise(results: dict, settings_info: dict, floor: dict, machine_: str) ->
   out['fits_floor_pa_mpjpe_fast'] = floor.get('fast')
   out['settings'] = settings_info
   out['machine'] = machine_
+  return out
+
+
+# Regime pairs compared seed by seed (a - b: negative means a is better).
+# Seeds share the data, the initialisation and the sampling order, so the
+# per-seed difference removes the spread between seeds that the means carry.
+DIFFERENCES = (('static', '2d_only'), ('inloop', '2d_only'), ('inloop', 'static'),
+               ('inloop_fast', 'static'), ('inloop_fast', 'inloop'))
+
+
+def seed_differences(regimes: dict) -> dict:
+  """{'a-b': {mean, std, seeds}} of test PA-MPJPE on the seeds both ran."""
+  out = {}
+  for a, b in DIFFERENCES:
+    if a not in regimes or b not in regimes:
+      continue
+    seeds = sorted(set(regimes[a]) & set(regimes[b]))
+    if not seeds:
+      continue
+    d = [regimes[a][s]['pa_mpjpe'] - regimes[b][s]['pa_mpjpe'] for s in seeds]
+    out[f'{a}-{b}'] = dict(mean=float(np.mean(d)), seeds=seeds, per_seed=d,
+                           std=float(np.std(d, ddof=1)) if len(d) > 1 else 0.0)
   return out
 
 
@@ -567,11 +593,17 @@ def machine() -> str:
 # ---------------------------------------------------------------- main
 def run_experiment(preset_name: str, workdir: str, out_path: str,
                    figure_path: str = '', settings=SETTINGS, regimes=REGIMES,
-                   seeds=None, fresh: bool = False) -> dict:
+                   seeds=None, fresh: bool = False,
+                   summarise_only: bool = False) -> dict:
   """Runs (or resumes) every (seed, setting, regime); writes the JSON."""
   preset = dict(PRESETS[preset_name])
   seeds = tuple(int(s) for s in (seeds or preset['seeds']))
   workdir = os.path.abspath(workdir)
+  if summarise_only:
+    results = {s: {r: {} for r in regimes} for s in settings}
+    return _summarise_finished(workdir, out_path, figure_path, preset_name,
+                               preset, results, seeds,
+                               os.path.join(workdir, 'fits_floor.json'))
   if fresh and os.path.isdir(workdir):
     shutil.rmtree(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -641,10 +673,43 @@ def run_experiment(preset_name: str, workdir: str, out_path: str,
   return out
 
 
+def _summarise_finished(workdir, out_path, figure_path, preset_name, preset,
+                        results, seeds, floor_path) -> dict:
+  """The JSON and figure of the finished runs in workdir; trains nothing."""
+  for setting, regimes in results.items():
+    for regime in regimes:
+      for seed in seeds:
+        path = os.path.join(workdir, setting, regime, f'seed{seed}', 'result.json')
+        if os.path.isfile(path):
+          with open(path) as f:
+            regimes[regime][seed] = json.load(f)
+  wanted = sum(len(r) for r in results.values()) * len(seeds)
+  finished = {s: {g: v for g, v in rs.items() if v} for s, rs in results.items()}
+  finished = {s: rs for s, rs in finished.items() if rs}
+  done = sum(len(v) for rs in finished.values() for v in rs.values())
+  if not done:
+    raise FileNotFoundError(f'--workdir {workdir!r}: no finished run '
+                            '(<setting>/<regime>/seed<k>/result.json).')
+  floor = {}
+  if os.path.isfile(floor_path):
+    with open(floor_path) as f:
+      floor = json.load(f)
+  info = dict(preset=preset_name, **preset, lr_schedule='cosine',
+              data_seed=DATA_SEED, runs_finished=done, runs_planned=wanted)
+  out = summarise(finished, info, floor, machine())
+  out['complete'] = done == wanted
+  fileio.atomic_write_json(out_path, out, indent=1)
+  if figure_path:
+    plot(out, figure_path)
+  print(markdown_table(out))
+  return out
+
+
 def main(argv):
   del argv
   run_experiment(_PRESET.value, _WORKDIR.value, _OUT.value, _FIGURE.value,
-                 _SETTINGS.value, _REGIMES.value, _SEEDS.value, _FRESH.value)
+                 _SETTINGS.value, _REGIMES.value, _SEEDS.value, _FRESH.value,
+                 _SUMMARISE_ONLY.value)
 
 
 if __name__ == '__main__':
