@@ -23,7 +23,6 @@ from spin_jax import checkpoint as ckpt_lib
 from spin_jax import constants
 from spin_jax import convert
 from spin_jax import fits as fits_lib
-from spin_jax import input_pipeline
 from spin_jax import models
 from spin_jax import parallel
 from spin_jax import priors
@@ -144,10 +143,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         config.body_model, min_betas=constants.NUM_BETAS)
   if prior is None:
     prior = load_prior(config)
-  if train_data is None:
-    train_data = input_pipeline.training_data(config, workdir)
-  if eval_data is None:
-    eval_data = input_pipeline.validation_data(config, workdir)
+  if train_data is None or eval_data is None:
+    # Here, not at the top: training from given batches (tests, the device
+    # check) needs neither grain nor TFDS nor OpenCV.
+    from spin_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    if train_data is None:
+      train_data = input_pipeline.training_data(config, workdir)
+    if eval_data is None:
+      eval_data = input_pipeline.validation_data(config, workdir)
 
   model = step_lib.create_model(config)
   if config.init_checkpoint:
