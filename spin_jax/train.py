@@ -16,8 +16,6 @@ from absl import logging
 import jax
 import ml_collections
 import numpy as np
-from tensorboardX import SummaryWriter
-from tqdm import tqdm
 
 from spin_jax import checkpoint as ckpt_lib
 from spin_jax import constants
@@ -182,6 +180,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   visual_fn = (validation.make_visual_fn(graphdef)
                if config.render_every > 0 and jax.process_count() == 1 else None)
 
+  # Imported here: the step's helpers above (benchmarks) need neither.
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   writer = SummaryWriter(os.path.join(workdir, 'tensorboard')) if lead else None
   step = int(jax.device_get(state.step))
   bar = (tqdm(total=num_steps, initial=step, desc='train', unit='step',
