@@ -25,6 +25,7 @@ def _primitives(fn, *args):
 def test_max_pool_form_per_backend(monkeypatch):
   x = jax.random.normal(jax.random.key(0), (2, 9, 10, 3))
   grad = jax.grad(lambda v: jnp.sum(models.max_pool_3x3_s2(v) ** 2))
+  _as_backend(monkeypatch, 'cpu')  # also when the tests run on a GPU
   cpu, cpu_grad = models.max_pool_3x3_s2(x), grad(x)
   assert 'reduce_window_max' not in _primitives(models.max_pool_3x3_s2, x)
   _as_backend(monkeypatch, 'gpu')
@@ -41,6 +42,7 @@ def test_skinning_chunks_only_on_cpu(monkeypatch):
           jnp.asarray(rng.normal(size=(5, 69)) * 0.3, jnp.float32),
           jnp.zeros((5, 3), jnp.float32))
   verts = lambda *a: smpl.forward(*a).vertices
+  _as_backend(monkeypatch, 'cpu')
   assert 'scan' in _primitives(verts, *args)  # lax.map over the chunks
   cpu = verts(*args)
   _as_backend(monkeypatch, 'gpu')
