@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/quickstart
 
-.PHONY: setup test quickstart clean-runs
+.PHONY: setup test quickstart device-check clean-runs
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,11 @@ quickstart:
 	# A real photo: the bundled detector's keypoints, SMPLify from the regressor's
 	# prediction and from the mean parameters, the better fit kept (README, Photos).
 	$(BIN)/python experiments/demo.py --checkpoint=$(WORKDIR) --refine --img=spin_jax/assets/astronaut.jpg --out=$(WORKDIR)/demo
+
+# On one GPU: bash experiments/device_check.sh (README, "On an accelerator");
+# ARGS=--dry-run rehearses it on the CPU with tiny sizes.
+device-check:
+	PYTHON=$(BIN)/python bash experiments/device_check.sh $(ARGS)
 
 clean-runs:
 	rm -rf runs

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -113,6 +112,7 @@ def invert_affine(m) -> np.ndarray:
 def warp_image(image: np.ndarray, m: np.ndarray, res: int = constants.IMG_RES
                ) -> np.ndarray:
   """Crop (res, res, C) of `image` by the affine `m`; bilinear, black outside."""
+  import cv2  # pylint: disable=g-import-not-at-top  # data path only
   return cv2.warpAffine(image, m, (res, res), flags=cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 

@@ -23,6 +23,12 @@ Differences from the original, by design:
 - flax's BatchNorm updates its running variance with the biased batch
   variance; PyTorch uses the unbiased one. The factor n / (n - 1) with
   n = batch x H x W is below 1.003 for every layer at batch 16, 224 px.
+
+Mixed precision (`ModelConfig.dtype='bfloat16'`, --config.model.dtype): convs
+and dense layers compute in bfloat16; parameters, BatchNorm statistics (flax
+reduces them in float32) and so the optimiser state stay float32, and the
+outputs are cast to float32, so the body model, SMPLify and the losses never
+see bfloat16.
 """
 from __future__ import annotations
 
@@ -60,6 +66,9 @@ RESNET_LAYOUTS = {
 }
 
 
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Regressor settings.
@@ -72,12 +81,14 @@ class ModelConfig:
     dropout: dropout rate after fc1 and fc2 of the head.
     num_iterations: IEF iterations.
     hidden_dim: width of fc1 and fc2.
+    dtype: compute dtype, 'float32' or 'bfloat16' (parameters stay float32).
   """
   backbone: str = 'resnet50'
   img_res: int = constants.IMG_RES
   dropout: float = 0.5
   num_iterations: int = 3
   hidden_dim: int = 1024
+  dtype: str = 'float32'
 
   def __post_init__(self):
     if self.backbone not in RESNET_LAYOUTS:
@@ -88,6 +99,13 @@ class ModelConfig:
     if self.num_iterations < 1 or self.img_res < 32:
       raise ValueError(f'ModelConfig: num_iterations={self.num_iterations} '
                        f'must be >= 1 and img_res={self.img_res} >= 32.')
+    if self.dtype not in COMPUTE_DTYPES:
+      raise ValueError(f'--config.model.dtype={self.dtype!r}: expected one of '
+                       f'{sorted(COMPUTE_DTYPES)}.')
+
+  @property
+  def compute_dtype(self):
+    return COMPUTE_DTYPES[self.dtype]
 
   @classmethod
   def create(cls, config: Any = None) -> 'ModelConfig':
@@ -162,35 +180,38 @@ class MeanParam(nnx.Variable):
 _conv_init = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
-def _conv(cin, cout, kernel, stride, padding, rngs):
+def _conv(cin, cout, kernel, stride, padding, rngs, dtype=jnp.float32):
   pad = ((padding, padding), (padding, padding))
   return nnx.Conv(cin, cout, (kernel, kernel), strides=(stride, stride),
                   padding=pad, use_bias=False, kernel_init=_conv_init,
-                  rngs=rngs)
+                  dtype=dtype, rngs=rngs)
 
 
-def _bn(features, rngs):
-  # PyTorch momentum 0.1 == flax momentum 0.9; eps 1e-5 as in PyTorch.
-  return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, rngs=rngs)
+def _bn(features, rngs, dtype=jnp.float32):
+  # PyTorch momentum 0.1 == flax momentum 0.9; eps 1e-5 as in PyTorch. With a
+  # bfloat16 dtype, flax still reduces the statistics in float32.
+  return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                       rngs=rngs)
 
 
 class BasicBlock(nnx.Module):
   """Two 3x3 convs (ResNet-18/34)."""
   expansion = 1
 
-  def __init__(self, cin: int, width: int, stride: int, *, rngs: nnx.Rngs):
+  def __init__(self, cin: int, width: int, stride: int, *,
+               rngs: nnx.Rngs, dtype=jnp.float32):
     cout = width * self.expansion
-    self.conv1 = _conv(cin, width, 3, stride, 1, rngs)
-    self.bn1 = _bn(width, rngs)
-    self.conv2 = _conv(width, cout, 3, 1, 1, rngs)
-    self.bn2 = _bn(cout, rngs)
-    self._init_shortcut(cin, cout, stride, rngs)
+    self.conv1 = _conv(cin, width, 3, stride, 1, rngs, dtype)
+    self.bn1 = _bn(width, rngs, dtype)
+    self.conv2 = _conv(width, cout, 3, 1, 1, rngs, dtype)
+    self.bn2 = _bn(cout, rngs, dtype)
+    self._init_shortcut(cin, cout, stride, rngs, dtype)
 
-  def _init_shortcut(self, cin, cout, stride, rngs):
+  def _init_shortcut(self, cin, cout, stride, rngs, dtype):
     # Projection (1x1 conv + BN) when the shape changes, identity otherwise.
     if stride != 1 or cin != cout:
-      self.downsample_conv = _conv(cin, cout, 1, stride, 0, rngs)
-      self.downsample_bn = _bn(cout, rngs)
+      self.downsample_conv = _conv(cin, cout, 1, stride, 0, rngs, dtype)
+      self.downsample_bn = _bn(cout, rngs, dtype)
     else:
       self.downsample_conv = self.downsample_bn = None
 
@@ -209,15 +230,16 @@ class Bottleneck(BasicBlock):
   """1x1 -> 3x3 (strided, v1.5) -> 1x1 (ResNet-50 and up)."""
   expansion = 4
 
-  def __init__(self, cin: int, width: int, stride: int, *, rngs: nnx.Rngs):
+  def __init__(self, cin: int, width: int, stride: int, *,
+               rngs: nnx.Rngs, dtype=jnp.float32):
     cout = width * self.expansion
-    self.conv1 = _conv(cin, width, 1, 1, 0, rngs)
-    self.bn1 = _bn(width, rngs)
-    self.conv2 = _conv(width, width, 3, stride, 1, rngs)
-    self.bn2 = _bn(width, rngs)
-    self.conv3 = _conv(width, cout, 1, 1, 0, rngs)
-    self.bn3 = _bn(cout, rngs)
-    self._init_shortcut(cin, cout, stride, rngs)
+    self.conv1 = _conv(cin, width, 1, 1, 0, rngs, dtype)
+    self.bn1 = _bn(width, rngs, dtype)
+    self.conv2 = _conv(width, width, 3, stride, 1, rngs, dtype)
+    self.bn2 = _bn(width, rngs, dtype)
+    self.conv3 = _conv(width, cout, 1, 1, 0, rngs, dtype)
+    self.bn3 = _bn(cout, rngs, dtype)
+    self._init_shortcut(cin, cout, stride, rngs, dtype)
 
   def __call__(self, x):
     y = nnx.relu(self.bn1(self.conv1(x)))
@@ -226,14 +248,24 @@ class Bottleneck(BasicBlock):
     return nnx.relu(y + self._shortcut(x))
 
 
+# Backends on which the stem's max pool is 9 strided slices (XLA:CPU, where
+# reduce_window's gradient is slow); the others get lax.reduce_window, the
+# form GPU/TPU compilers are built for. Chosen when tracing.
+SLICE_MAX_POOL_BACKENDS = ('cpu',)
+
+
 def max_pool_3x3_s2(x):
   """3x3 max pool, stride 2, padding 1 (-inf), as torchvision's stem.
 
-  The max of 9 strided slices: same values as lax.reduce_window, and its
-  gradient (elementwise selects) runs ~5x faster on XLA:CPU than
+  On XLA:CPU the max of 9 strided slices: same values as lax.reduce_window,
+  and its gradient (elementwise selects) runs ~5x faster there than
   reduce_window's select_and_scatter. Ties split the gradient where PyTorch
   picks one element; after the ReLU ties are zeros, whose gradient is 0.
   """
+  if jax.default_backend() not in SLICE_MAX_POOL_BACKENDS:
+    pad = ((0, 0), (1, 1), (1, 1), (0, 0))
+    return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max,
+                                 (1, 3, 3, 1), (1, 2, 2, 1), pad)
   _, h, w, _ = x.shape
   ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
@@ -248,37 +280,39 @@ def max_pool_3x3_s2(x):
 class ResNet(nnx.Module):
   """torchvision ResNet without the classifier: (B,H,W,3) -> (B,C) features."""
 
-  def __init__(self, name: str = 'resnet50', *, rngs: nnx.Rngs):
+  def __init__(self, name: str = 'resnet50', *, rngs: nnx.Rngs,
+               dtype=jnp.float32):
     if name not in RESNET_LAYOUTS:
       raise ValueError(f'backbone {name!r}: expected one of '
                        f'{sorted(RESNET_LAYOUTS)}.')
     depths, bottleneck = RESNET_LAYOUTS[name]
     block = Bottleneck if bottleneck else BasicBlock
-    self.conv1 = _conv(3, 64, 7, 2, 3, rngs)
-    self.bn1 = _bn(64, rngs)
+    self.conv1 = _conv(3, 64, 7, 2, 3, rngs, dtype)
+    self.bn1 = _bn(64, rngs, dtype)
     cin = 64
     for stage, (depth, width) in enumerate(zip(depths, (64, 128, 256, 512))):
       blocks = []
       for i in range(depth):
         stride = 2 if (i == 0 and stage > 0) else 1
-        blocks.append(block(cin, width, stride, rngs=rngs))
+        blocks.append(block(cin, width, stride, rngs=rngs, dtype=dtype))
         cin = width * block.expansion
       setattr(self, f'layer{stage + 1}', nnx.List(blocks))
     self.num_features = cin
 
   def __call__(self, x):  # (B,H,W,3) -> (B,C)
+    x = x.astype(self.conv1.dtype)
     x = max_pool_3x3_s2(nnx.relu(self.bn1(self.conv1(x))))
     for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
       for blk in stage:
         x = blk(x)
-    return jnp.mean(x, axis=(1, 2))
+    return jnp.mean(x, axis=(1, 2), dtype=jnp.float32)
 
 
 # ---------------------------------------------------------------------------
 # HMR head.
 
 
-def _torch_linear(fin, fout, rngs, *, kernel_init=None):
+def _torch_linear(fin, fout, rngs, *, kernel_init=None, dtype=jnp.float32):
   """nnx.Linear with PyTorch's default init (kaiming-uniform a=sqrt(5)).
 
   Weights and biases are both U(+-1/sqrt(fan_in)).
@@ -292,7 +326,7 @@ def _torch_linear(fin, fout, rngs, *, kernel_init=None):
     kernel_init = nnx.initializers.variance_scaling(1.0 / 3.0, 'fan_in',
                                                     'uniform')
   return nnx.Linear(fin, fout, kernel_init=kernel_init, bias_init=bias_init,
-                    rngs=rngs)
+                    dtype=dtype, rngs=rngs)
 
 
 # Xavier-uniform with gain 0.01: bound 0.01 * sqrt(6 / (fan_in + fan_out)).
@@ -319,19 +353,21 @@ class HMR(nnx.Module):
     self.config = config = ModelConfig.create(config)
     if mean_params is None:
       mean_params = load_mean_params()
-    self.backbone = ResNet(config.backbone, rngs=rngs)
+    dtype = config.compute_dtype
+    self.backbone = ResNet(config.backbone, rngs=rngs, dtype=dtype)
     nfeat = self.backbone.num_features
     hidden = config.hidden_dim
     nin = nfeat + NUM_POSE6D + constants.NUM_BETAS + NUM_CAM
-    self.fc1 = _torch_linear(nin, hidden, rngs)
+    self.fc1 = _torch_linear(nin, hidden, rngs, dtype=dtype)
     self.drop1 = nnx.Dropout(config.dropout, rngs=rngs)
-    self.fc2 = _torch_linear(hidden, hidden, rngs)
+    self.fc2 = _torch_linear(hidden, hidden, rngs, dtype=dtype)
     self.drop2 = nnx.Dropout(config.dropout, rngs=rngs)
-    self.decpose = _torch_linear(hidden, NUM_POSE6D, rngs,
+    self.decpose = _torch_linear(hidden, NUM_POSE6D, rngs, dtype=dtype,
                                  kernel_init=_head_init)
     self.decshape = _torch_linear(hidden, constants.NUM_BETAS, rngs,
-                                  kernel_init=_head_init)
-    self.deccam = _torch_linear(hidden, NUM_CAM, rngs, kernel_init=_head_init)
+                                  dtype=dtype, kernel_init=_head_init)
+    self.deccam = _torch_linear(hidden, NUM_CAM, rngs, dtype=dtype,
+                                kernel_init=_head_init)
     sizes = dict(pose6d=NUM_POSE6D, betas=constants.NUM_BETAS, cam=NUM_CAM)
     for key, size in sizes.items():
       if key not in mean_params:
@@ -354,9 +390,11 @@ class HMR(nnx.Module):
       # No nonlinearity between fc1 and fc2, as in SPIN.
       x = self.drop1(self.fc1(x))
       x = self.drop2(self.fc2(x))
-      pose = pose + self.decpose(x)
-      betas = betas + self.decshape(x)
-      cam = cam + self.deccam(x)
+      # The estimates accumulate in float32 (the mean parameters' dtype),
+      # also when the layers compute in bfloat16.
+      pose = pose + self.decpose(x).astype(jnp.float32)
+      betas = betas + self.decshape(x).astype(jnp.float32)
+      cam = cam + self.deccam(x).astype(jnp.float32)
     return pose, betas, cam
 
   def __call__(self, images) -> dict[str, jax.Array]:

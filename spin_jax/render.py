@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 # 6-part segmentation used by the LSP evaluation (ids 1..6, 0 = background).
@@ -366,6 +365,7 @@ def render_mesh(vertices, faces, focal_length, camera_center,
 
 
 def cv2_resize_area(x: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+  import cv2  # pylint: disable=g-import-not-at-top  # only when supersampling
   return cv2.resize(x, size_wh, interpolation=cv2.INTER_AREA)
 
 

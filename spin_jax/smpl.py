@@ -26,9 +26,10 @@ contiguous rows, and it is transposed to (B, V, 3) once at the end:
   ``(B*12, 24) x (24, V)`` (3x4 transforms, planar), then applies the
   per-vertex transforms elementwise (fused by XLA). With the interleaved
   (B, V, 12) layout XLA's CPU code for the same step was about 2x slower.
-* big batches are skinned in chunks (`MESH_CHUNK_VERTICES`), so temporaries
-  stay a few MB: beyond ~32 MB every call paid fresh page faults, and one
-  pass over 64 meshes was ~10x slower than four passes over 16.
+* on XLA:CPU big batches are skinned in chunks (`MESH_CHUNK_VERTICES`), so
+  temporaries stay a few MB: beyond ~32 MB every call paid fresh page faults,
+  and one pass over 64 meshes was ~10x slower than four passes over 16.
+  Other backends skin the batch in one pass (`MESH_CHUNK_BACKENDS`).
 * kinematics composes all 24 joints at once by pointer doubling (3 rounds of
   batched 3x3 dots for SMPL's depth-8 tree).
 XLA CPU flags made no measurable difference here (tried
@@ -433,6 +434,9 @@ def _skin_subset(model, sub, betas, pose_feature, transforms):
 # CPU, skinning 64 SMPL meshes in one pass was ~10x slower than in four passes
 # of 16: buffers beyond ~32 MB are fresh mmaps, paid in page faults each call.
 MESH_CHUNK_VERTICES = 1 << 16
+# Backends that skin in chunks (chosen when tracing). A GPU keeps its
+# memory pooled and wants the whole batch in one kernel: one pass there.
+MESH_CHUNK_BACKENDS = ('cpu',)
 
 
 def _mesh(model, betas, pose_feature, transforms):
@@ -454,6 +458,8 @@ def _mesh(model, betas, pose_feature, transforms):
     return _skin(v, model.lbs_weights, tr)  # (b, V, 3)
 
   chunk = max(1, MESH_CHUNK_VERTICES // model.num_vertices)
+  if jax.default_backend() not in MESH_CHUNK_BACKENDS:
+    chunk = batch
   # A symbolic batch (jax.export) is not an int: skin it in one pass.
   if not isinstance(batch, int) or batch <= chunk:
     return one((betas, pose_offsets, transforms))

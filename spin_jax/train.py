@@ -16,14 +16,11 @@ from absl import logging
 import jax
 import ml_collections
 import numpy as np
-from tensorboardX import SummaryWriter
-from tqdm import tqdm
 
 from spin_jax import checkpoint as ckpt_lib
 from spin_jax import constants
 from spin_jax import convert
 from spin_jax import fits as fits_lib
-from spin_jax import input_pipeline
 from spin_jax import models
 from spin_jax import parallel
 from spin_jax import priors
@@ -144,10 +141,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         config.body_model, min_betas=constants.NUM_BETAS)
   if prior is None:
     prior = load_prior(config)
-  if train_data is None:
-    train_data = input_pipeline.training_data(config, workdir)
-  if eval_data is None:
-    eval_data = input_pipeline.validation_data(config, workdir)
+  if train_data is None or eval_data is None:
+    # Here, not at the top: training from given batches (tests, the device
+    # check) needs neither grain nor TFDS nor OpenCV.
+    from spin_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    if train_data is None:
+      train_data = input_pipeline.training_data(config, workdir)
+    if eval_data is None:
+      eval_data = input_pipeline.validation_data(config, workdir)
 
   model = step_lib.create_model(config)
   if config.init_checkpoint:
@@ -179,6 +180,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   visual_fn = (validation.make_visual_fn(graphdef)
                if config.render_every > 0 and jax.process_count() == 1 else None)
 
+  # Imported here: the step's helpers above (benchmarks) need neither.
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   writer = SummaryWriter(os.path.join(workdir, 'tensorboard')) if lead else None
   step = int(jax.device_get(state.step))
   bar = (tqdm(total=num_steps, initial=step, desc='train', unit='step',

@@ -7,7 +7,6 @@ and sharded like the training step.
 """
 from __future__ import annotations
 
-import cv2
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -116,6 +115,7 @@ def render_overlays(visual_fn, state, batch, body_model, n: int = 4) -> np.ndarr
   for i in range(pv.shape[0]):
     img = augment.denormalize_image(small['image'][i])
     if img.shape[0] != res:
+      import cv2  # pylint: disable=g-import-not-at-top  # overlays only
       img = cv2.resize(img, (res, res), interpolation=cv2.INTER_LINEAR)
     pred = render.render_mesh(pv[i], faces, constants.FOCAL_LENGTH, centre,
                               (res, res), image=img, translation=pt[i],

@@ -14,7 +14,7 @@ import numpy as np
 from spin_jax import checkpoint as ckpt_lib
 from spin_jax import constants
 from spin_jax import fits as fits_lib
-from spin_jax import input_pipeline
+from spin_jax import function_data
 from spin_jax import models
 from spin_jax import parallel
 from spin_jax import priors
@@ -289,7 +289,7 @@ def make_data(cfg, body_model, fail_at: int | None = None, nan_at: int | None = 
     p = jax.process_index()
     return {k: v[p * n:(p + 1) * n] for k, v in b.items()}
 
-  return input_pipeline.FunctionData(batch_fn, NUM_ROWS, [('synthetic', 0, NUM_ROWS)])
+  return function_data.FunctionData(batch_fn, NUM_ROWS, [('synthetic', 0, NUM_ROWS)])
 
 
 def final_arrays(workdir: str) -> dict:

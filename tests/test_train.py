@@ -1,6 +1,7 @@
 """The in-loop step: fits only improve, are stored un-augmented, never non-finite;
 a non-finite step stops the run with a checkpoint of the last good state."""
 import os
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -122,3 +123,30 @@ def test_learning_rate_schedules():
   cfg.lr_schedule = 'step'
   with pytest.raises(ValueError, match='lr_schedule'):
     step_lib.make_optimizer(cfg, 100)
+
+
+def test_nonfinite_steps_without_per_step_sync(tmp_path, monkeypatch):
+  """The loop reads the device back only at log/checkpoint steps, yet a
+  non-finite step changes nothing and no checkpoint holds one."""
+  reads = []
+  device_get = jax.device_get
+  monkeypatch.setattr(jax, 'device_get',
+                      lambda x: reads.append(traceback.extract_stack()[-2]) or device_get(x))
+  cfg, bm, prior = tl.tiny_setup(num_train_steps=6, log_every=3,
+                                 checkpoint_every=3, stop_on_nonfinite=False)
+  wd = str(tmp_path / 'wd')
+  out = train.train_and_evaluate(cfg, wd, body_model=bm, prior=prior,
+                                 train_data=tl.make_data(cfg, bm, nan_at=1))
+  # 7 steps dispatched (step 2's batch was NaN and is redone with the next);
+  # the loop read the device back at the start and at steps 3, 3 and 6 only,
+  # and checkpoint saves (steps 3, 6, the end) read what they write.
+  loop = [f for f in reads if f.name == 'train_and_evaluate']
+  assert len(loop) == 4, reads
+  assert all(f.name == 'save_state' for f in reads if f not in loop), reads
+  assert out['step'] == 6 and out['train/skipped_steps'] == 1
+  assert ckpt_lib.Checkpointer(wd, read_only=True).all_steps() == [3, 6]
+  arrays = tl.final_arrays(wd)
+  assert int(arrays['step']) == 6
+  for k, v in arrays.items():
+    if k != 'fits_loss':  # inf = row never visited
+      assert np.all(np.isfinite(v)), k

@@ -7,8 +7,12 @@ Measures meshes/s at each batch size for
   ours_joints  spin_jax.smpl.joints_forward (the exact 49 SPIN joints), jit
   smplx        smplx.SMPL forward (vertices + its 45 joints), torch CPU, no_grad
   body_models  the `body_models` package (JAX backend) when importable, else null
-and at batch 64 forward+backward w.r.t. the pose (`ours_full_grad`,
-`smplx_grad`, loss = sum of squared vertices and joints).
+and at each --grad_batch_sizes (64) forward+backward w.r.t. the pose
+(`ours_full_grad`, `smplx_grad`, loss = sum of squared vertices and joints).
+On a GPU/TPU `ours_full_chunked` also times the XLA:CPU form (skinning in
+chunks, smpl.MESH_CHUNK_BACKENDS), to check the per-backend choice.
+--torch_device=cuda runs smplx on the GPU (a torch CUDA build). --json is
+rewritten after each batch size ("partial": true until the last).
 
 All methods run in one process on the same inputs; timings interleave the
 methods round by round and keep each method's best round, so load from other
@@ -40,7 +44,10 @@ _MODEL = flags.DEFINE_string(
     "with pose correctives: the workload of SMPL itself); 'default': the "
     "shipped default model (12k vertices, no pose correctives, which our "
     "forward skips); or a path for spin_jax.smpl_io.load_body_model.")
-_GRAD_BATCH = 64
+_GRAD_BATCHES = flags.DEFINE_list('grad_batch_sizes', ['64'],
+                                   'Batch sizes also timed forward+backward.')
+_TORCH_DEVICE = flags.DEFINE_string('torch_device', 'cpu',
+                                    "smplx's torch device: 'cpu' or 'cuda'.")
 
 
 def _random_smpl_arrays(nv=6890, seed=0):
@@ -156,7 +163,7 @@ def main(argv):
     import smplx  # pylint: disable=g-import-not-at-top
     from smplx.utils import Struct  # pylint: disable=g-import-not-at-top
     ref = smplx.SMPL('unused', data_struct=Struct(**arrays), create_transl=False)
-    ref.eval()
+    ref.eval().to(_TORCH_DEVICE.value)
   except ImportError:
     ref = None
   try:
@@ -168,6 +175,21 @@ def main(argv):
   torch_threads = torch.get_num_threads()
   fwd = jax.jit(smpl.forward)
   joints_fwd = jax.jit(smpl.joints_forward)
+  on_cpu = jax.default_backend() == 'cpu'
+  on_gpu = _TORCH_DEVICE.value != 'cpu'
+  def torch_sync(x):  # CUDA runs asynchronously: time the finished work
+    if on_gpu:
+      torch.cuda.synchronize()
+    return x
+
+  def chunked_forward(*args):  # the XLA:CPU form, traced on this backend
+    backends = smpl.MESH_CHUNK_BACKENDS
+    smpl.MESH_CHUNK_BACKENDS = (jax.default_backend(),)
+    try:
+      return smpl.forward(*args)
+    finally:
+      smpl.MESH_CHUNK_BACKENDS = backends
+  chunked_fwd = jax.jit(chunked_forward)
 
   def loss(body_pose, betas, go):
     out = smpl.forward(model, betas, body_pose, go)
@@ -186,19 +208,25 @@ def main(argv):
         'ours_joints': lambda: jax.block_until_ready(
             joints_fwd(model, jb, jp, jg)),
     }
+    if not on_cpu:
+      fns['ours_full_chunked'] = lambda: jax.block_until_ready(
+          chunked_fwd(model, jb, jp, jg))
     setups = {}
     if ref is not None:
-      tb, tp, tg = map(torch.from_numpy, (betas, pose, go))
+      tb, tp, tg = (torch.from_numpy(x).to(_TORCH_DEVICE.value)
+                    for x in (betas, pose, go))
       def smplx_fwd(tb=tb, tp=tp, tg=tg):
         with torch.no_grad():
-          return ref(betas=tb, body_pose=tp, global_orient=tg)
+          return torch_sync(ref(betas=tb, body_pose=tp, global_orient=tg))
       # torch's default thread pool collapses when the CPU is oversubscribed
       # (spin-waiting threads), so smplx also runs single-threaded and its
       # better setting counts.
-      fns['smplx'] = fns['smplx@1thread'] = smplx_fwd
+      fns['smplx'] = smplx_fwd
       setups['smplx'] = lambda: torch.set_num_threads(torch_threads)
-      setups['smplx@1thread'] = lambda: torch.set_num_threads(1)
-    if b == _GRAD_BATCH:
+      if not on_gpu:
+        fns['smplx@1thread'] = smplx_fwd
+        setups['smplx@1thread'] = lambda: torch.set_num_threads(1)
+    if str(b) in _GRAD_BATCHES.value:
       fns['ours_full_grad'] = lambda: jax.block_until_ready(
           grad_fn(jp, jb, jg))
       if ref is not None:
@@ -206,19 +234,18 @@ def main(argv):
           p = tp.clone().requires_grad_(True)
           out = ref(betas=tb, body_pose=p, global_orient=tg)
           (out.vertices.pow(2).sum() + out.joints.pow(2).sum()).backward()
-          return p.grad
-        fns['smplx_grad'] = fns['smplx_grad@1thread'] = smplx_grad
+          return torch_sync(p.grad)
+        fns['smplx_grad'] = smplx_grad
         setups['smplx_grad'] = setups['smplx']
-        setups['smplx_grad@1thread'] = setups['smplx@1thread']
+        if not on_gpu:
+          fns['smplx_grad@1thread'] = smplx_grad
+          setups['smplx_grad@1thread'] = setups['smplx@1thread']
     best = _time_rounds(fns, _ROUNDS.value, _ROUND_TIME.value, setups)
     torch.set_num_threads(torch_threads)
     res = {k: round(b / t, 1) for k, t in best.items()}
     for k in ('smplx', 'smplx_grad'):  # the better thread setting
-      if k in res:
+      if k + '@1thread' in res:
         res[k] = max(res[k], res.pop(k + '@1thread'))
-        res[k + '_threads_used'] = None  # filled below
-    for k in ('smplx', 'smplx_grad'):
-      if k in res:
         res[k + '_threads_used'] = (
             torch_threads if best[k] <= best[k + '@1thread'] else 1)
     res.setdefault('smplx', None)
@@ -226,6 +253,9 @@ def main(argv):
     results[str(b)] = res
     print(f'batch {b}: ' + ', '.join(f'{k} {v}' for k, v in res.items()),
           file=sys.stderr, flush=True)
+    if _JSON.value:
+      from spin_jax import fileio  # pylint: disable=g-import-not-at-top
+      fileio.atomic_write_json(_JSON.value, dict(results, partial=True))
 
   def ratio(b, num, den):
     r = results.get(str(b), {})
@@ -247,12 +277,15 @@ def main(argv):
                  f'{os.cpu_count()} CPUs',
       'jax': jax.__version__, 'torch': torch.__version__,
       'torch_threads': f'{torch_threads} and 1, the better per entry',
+      'torch_device': _TORCH_DEVICE.value,
+      'backend': jax.default_backend(),
+      'device': str(jax.devices()[0].device_kind),
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'body_models': body_models_note,
       'rounds': _ROUNDS.value, 'round_time_s': _ROUND_TIME.value,
   }
   from spin_jax import fileio  # pylint: disable=g-import-not-at-top
-  fileio.print_json_line(results, _JSON.value)
+  fileio.print_json_line(dict(results, partial=False), _JSON.value)
 
 
 if __name__ == '__main__':

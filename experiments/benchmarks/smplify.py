@@ -6,6 +6,10 @@ One process, one batch (synthetic people on the default body model, a
 network-like initialisation: truth plus noise). Times are wall seconds per call
 after compilation: the minimum over --repeats interleaved rounds (medians
 too), so load on a shared machine disturbs all modes alike. The last stdout line is the JSON.
+
+--batch_sizes=64,512,4096 runs several batches in one process: the JSON then
+holds one such result per batch under "batches" (and is rewritten after each
+batch, with "partial": true until the last). --modes picks the modes.
 """
 from __future__ import annotations
 
@@ -44,6 +48,11 @@ _FAST_SOLVER = flags.DEFINE_string(
     'fast_solver', None, "Fast mode's stage-2 lsq_solver (e.g. "
     "'levenberg_marquardt' for the materialised Jacobian); default: SMPLifyConfig's.")
 _JSON = flags.DEFINE_string('json', None, 'Also write the result JSON here.')
+_BATCH_SIZES = flags.DEFINE_list(
+    'batch_sizes', None, 'Several batch sizes in one process (overrides --batch).')
+MODES = ('faithful', 'faithful_full_mesh', 'fast', 'fast_jaxopt')
+_MODES = flags.DEFINE_list('modes', list(MODES), f'Which of {list(MODES)} to run '
+                           "(fast_jaxopt needs jaxopt).")
 
 
 def _synthetic_batch(model, batch, seed):
@@ -93,9 +102,7 @@ def _timed(fn):
   return out, time.perf_counter() - t0
 
 
-def main(argv):
-  del argv
-  notes = []
+def _body_model_and_prior(notes):
   def random_smpl():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'tests'))
     import body_fixtures  # pylint: disable=import-outside-toplevel
@@ -123,8 +130,10 @@ def main(argv):
           np.full(8, 1 / 8))
       prior_name = 'synthetic-gmm8'
       notes.append('default pose prior missing; used a synthetic 8-component GMM')
+  return model, model_name, prior, prior_name
 
-  init, keypoints = _synthetic_batch(model, _BATCH.value, _SEED.value)
+
+def _mode_configs():
   runs = {
       'faithful': smplify.SMPLifyConfig(mode='faithful'),
       'faithful_full_mesh': smplify.SMPLifyConfig(mode='faithful', full_mesh=True),
@@ -135,6 +144,15 @@ def main(argv):
       'fast_jaxopt': smplify.SMPLifyConfig(
           mode='fast', lsq_solver='levenberg_marquardt', **_fast_iterations()),
   }
+  unknown = sorted(set(_MODES.value) - set(runs))
+  if unknown:
+    raise app.UsageError(f'--modes: unknown {unknown}; expected some of {list(MODES)}.')
+  return {name: runs[name] for name in _MODES.value}
+
+
+def _run_batch(model, prior, runs, batch):
+  """One batch, every mode: {<mode>_s, <mode>_loss, ...} (see the module doc)."""
+  init, keypoints = _synthetic_batch(model, batch, _SEED.value)
   calls = {name: (lambda cfg=cfg: smplify.smplify(model, prior, init, keypoints, cfg))
            for name, cfg in runs.items()}
   first, outs, times = {}, {}, {name: [] for name in runs}
@@ -149,32 +167,54 @@ def main(argv):
       times[name].append(_timed(fn)[1])
   result, compile_s = {}, {}
   for name, out in outs.items():
-    run_s = min(times[name])
+    run_s = min(times[name] or [first[name]])
     compile_s[name] = round(max(first[name] - run_s, 0.0), 2)
     result[f'{name}_s'] = round(run_s, 4)
-    result[f'{name}_median_s'] = round(statistics.median(times[name]), 4)
+    result[f'{name}_median_s'] = round(statistics.median(times[name] or [run_s]), 4)
     result[f'{name}_loss'] = float(jnp.mean(out.objective))
     result[f'{name}_reprojection'] = float(jnp.mean(out.loss))
     result[f'{name}_valid'] = float(jnp.mean(out.valid))
-    print(f'{name}: {run_s:.3f} s/call (compile {compile_s[name]:.1f} s), objective '
-          f'{result[f"{name}_loss"]:.1f}, mean joint loss '
-          f'{result[f"{name}_reprojection"]:.2f}', flush=True)
+    print(f'batch {batch}, {name}: {run_s:.3f} s/call (compile '
+          f'{compile_s[name]:.1f} s), objective {result[f"{name}_loss"]:.1f}, '
+          f'mean joint loss {result[f"{name}_reprojection"]:.2f}', flush=True)
   result['init_loss'] = float(jnp.mean(out.init_objective))
   result['compile_s'] = round(sum(compile_s.values()), 2)
   result['compile_s_per_mode'] = compile_s
-  result['speedup_joints_vs_full_mesh'] = round(
-      result['faithful_full_mesh_s'] / result['faithful_s'], 2)
-  result['fast_time_fraction'] = round(result['fast_s'] / result['faithful_s'], 3)
-  result['fast_jaxopt_time_fraction'] = round(
-      result['fast_jaxopt_s'] / result['faithful_s'], 3)
-  result.update(
-      batch=_BATCH.value, body_model=model_name, num_vertices=model.num_vertices,
+  if 'faithful_full_mesh_s' in result and 'faithful_s' in result:
+    result['speedup_joints_vs_full_mesh'] = round(
+        result['faithful_full_mesh_s'] / result['faithful_s'], 2)
+  for name in ('fast', 'fast_jaxopt'):
+    if f'{name}_s' in result and 'faithful_s' in result:
+      result[f'{name}_time_fraction'] = round(
+          result[f'{name}_s'] / result['faithful_s'], 3)
+  return result
+
+
+def main(argv):
+  del argv
+  notes = []
+  model, model_name, prior, prior_name = _body_model_and_prior(notes)
+  runs = _mode_configs()
+  meta = dict(
+      body_model=model_name, num_vertices=model.num_vertices,
       pose_correctives=bool(getattr(model, 'has_pose_correctives', True)),
-      prior=prior_name, fast_solver=runs['fast'].lsq_solver,
+      prior=prior_name,
+      fast_solver=runs['fast'].lsq_solver if 'fast' in runs else None,
       iterations={k: list(c.iterations) for k, c in runs.items()},
-      backend=jax.default_backend(), cpu_count=os.cpu_count(),
-      machine=platform.processor() or platform.machine(), notes=notes)
-  fileio.print_json_line(result, _JSON.value)
+      backend=jax.default_backend(), device=str(jax.devices()[0].device_kind),
+      cpu_count=os.cpu_count(), machine=platform.processor() or platform.machine(),
+      notes=notes)
+  if not _BATCH_SIZES.value:
+    result = _run_batch(model, prior, runs, _BATCH.value)
+    fileio.print_json_line(dict(result, batch=_BATCH.value, **meta), _JSON.value)
+    return
+  out = dict(meta, batches={}, partial=True)
+  for b in (int(x) for x in _BATCH_SIZES.value):
+    out['batches'][str(b)] = _run_batch(model, prior, runs, b)
+    if _JSON.value:
+      fileio.atomic_write_json(_JSON.value, out)
+  out['partial'] = False
+  fileio.print_json_line(out, _JSON.value)
 
 
 if __name__ == '__main__':

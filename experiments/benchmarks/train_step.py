@@ -9,7 +9,11 @@ Runs, in one process on the same batch, the paper's architecture (ResNet-50,
   faithful  the in-loop step with SPIN's SMPLify (Adam, 100 + 100 iterations)
   fast      the in-loop step with the least-squares SMPLify (LM, 5 + 4)
 Prints steps/s of each (after compilation) and, last, one JSON line with
-plain_steps_per_s, inloop_faithful_steps_per_s, inloop_fast_steps_per_s.
+<variant>_steps_per_s (the host waits for each step, median) and
+<variant>_async_steps_per_s (--steps steps dispatched back to back, one wait at
+the end: what the training loop does, which reads the device back only at
+log, evaluation and checkpoint steps). --json is rewritten after each variant
+(with "partial": true until the last), so a killed run still leaves figures.
 """
 import os
 import sys
@@ -21,12 +25,22 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
+# name -> (SMPLify in the loop, its mode)
+VARIANTS = {'plain': (False, 'faithful'), 'inloop_faithful': (True, 'faithful'),
+            'inloop_fast': (True, 'fast')}
+
 _JSON = flags.DEFINE_string('json', None, 'Write the results here too.')
 _BATCH = flags.DEFINE_integer('batch_size', 0, '0: 16 on CPU, 64 otherwise.')
 _BACKBONE = flags.DEFINE_string('backbone', 'resnet50', 'Regressor backbone.')
 _IMG_RES = flags.DEFINE_integer('img_res', 224, 'Input size.')
 _BODY = flags.DEFINE_string('body_model', 'default', 'Body model spec.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps per variant.')
+_VARIANTS = flags.DEFINE_list('variants', list(VARIANTS),
+                              f'Which of {list(VARIANTS)} to run.')
+_SMPLIFY_ITERATIONS = flags.DEFINE_integer(
+    'smplify_iterations', -1, 'SMPLify iterations per stage (-1: the mode\'s).')
+_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
+                           'Regressor compute dtype (--config.model.dtype).')
 
 
 def make_batch(body_model, b, img_res, num_rows, seed=0):
@@ -59,66 +73,89 @@ def make_batch(body_model, b, img_res, num_rows, seed=0):
       center=np.full((b, 2), 112.0, np.float32), gender=np.full(b, -1, np.int32))
 
 
+def _config(default, name, b):
+  """The experiment config for one variant (SPIN's, with the flags' sizes)."""
+  run, mode = VARIANTS[name]
+  cfg = default.get_config()
+  cfg.body_model = _BODY.value
+  cfg.model.backbone = _BACKBONE.value
+  cfg.model.img_res = _IMG_RES.value
+  cfg.model.dtype = _DTYPE.value
+  cfg.batch_size = b
+  cfg.run_smplify = run
+  cfg.fits_init = 'mean'
+  cfg.smplify.mode = mode
+  cfg.smplify.iterations = _SMPLIFY_ITERATIONS.value
+  return cfg
+
+
+def _time_variant(cfg, body_model, mesh):
+  """(steps/s waiting on each step, steps/s dispatching all, first step s, metrics)."""
+  import jax
+  import numpy as np
+  from spin_jax import parallel, step as step_lib, train
+  b = cfg.batch_size
+  model = step_lib.create_model(cfg)
+  tx = step_lib.make_optimizer(cfg)
+  table, _ = train.init_fits_table(cfg, b, [('bench', 0, b)])
+  graphdef, state = step_lib.create_train_state(cfg, model, table, tx)
+  state = parallel.replicate(state, mesh)
+  prior = parallel.replicate(train.load_prior(cfg), mesh)
+  bm = parallel.replicate(body_model, mesh)
+  batch = parallel.shard_batch(make_batch(body_model, b, cfg.model.img_res, b),
+                               mesh)
+  step = step_lib.make_train_step(cfg, graphdef, tx, mesh)
+  t0 = time.perf_counter()
+  state, m = jax.block_until_ready(step(state, batch, bm, prior))
+  first_s = time.perf_counter() - t0
+  times = []
+  for _ in range(_STEPS.value):  # the host waits for every step
+    t0 = time.perf_counter()
+    state, m = jax.block_until_ready(step(state, batch, bm, prior))
+    times.append(time.perf_counter() - t0)
+  t0 = time.perf_counter()
+  for _ in range(_STEPS.value):  # dispatched back to back, as the loop does
+    state, m = step(state, batch, bm, prior)
+  jax.block_until_ready((state, m))
+  async_sps = _STEPS.value / (time.perf_counter() - t0)
+  return 1.0 / float(np.median(times)), async_sps, first_s, m
+
+
 def main(argv):
   del argv
   import jax
-  import numpy as np
-  from spin_jax import parallel, smpl_io, step as step_lib, train
+  from spin_jax import fileio, parallel, smpl_io
   sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
   from configs import default
+  unknown = sorted(set(_VARIANTS.value) - set(VARIANTS))
+  if unknown:
+    raise app.UsageError(f'--variants: unknown {unknown}; expected some of '
+                         f'{list(VARIANTS)}.')
   on_cpu = jax.default_backend() == 'cpu'
   b = _BATCH.value or (16 if on_cpu else 64)
   body_model = smpl_io.resolve_body_model(_BODY.value)
   mesh = parallel.make_mesh()
-  results = {}
-  for name, run, mode in (('plain', False, 'faithful'),
-                          ('inloop_faithful', True, 'faithful'),
-                          ('inloop_fast', True, 'fast')):
-    cfg = default.get_config()
-    cfg.body_model = _BODY.value
-    cfg.model.backbone = _BACKBONE.value
-    cfg.model.img_res = _IMG_RES.value
-    cfg.batch_size = b
-    cfg.run_smplify = run
-    cfg.fits_init = 'mean'
-    cfg.smplify.mode = mode
-    model = step_lib.create_model(cfg)
-    tx = step_lib.make_optimizer(cfg)
-    table, _ = train.init_fits_table(cfg, b, [('bench', 0, b)])
-    graphdef, state = step_lib.create_train_state(cfg, model, table, tx)
-    state = parallel.replicate(state, mesh)
-    prior = parallel.replicate(train.load_prior(cfg), mesh)
-    bm = parallel.replicate(body_model, mesh)
-    batch = parallel.shard_batch(make_batch(body_model, b, cfg.model.img_res, b),
-                                 mesh)
-    step = step_lib.make_train_step(cfg, graphdef, tx, mesh)
-    t0 = time.perf_counter()
-    state, m = step(state, batch, bm, prior)
-    jax.block_until_ready(m)
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(_STEPS.value):
-      t0 = time.perf_counter()
-      state, m = step(state, batch, bm, prior)
-      jax.block_until_ready(m)
-      times.append(time.perf_counter() - t0)
-    sps = 1.0 / float(np.median(times))
-    results[f'{name}_steps_per_s'] = sps
-    results[f'{name}_first_step_s'] = compile_s
-    print(f'{name}: {sps:.3f} steps/s ({sps * b:.1f} images/s), first step '
-          f'{compile_s:.1f} s, loss {float(m["loss/total"]):.3f}, '
+  out = dict(batch_size=b, backbone=_BACKBONE.value, img_res=_IMG_RES.value,
+             dtype=_DTYPE.value, smplify_iterations=_SMPLIFY_ITERATIONS.value,
+             steps=_STEPS.value, device=str(jax.devices()[0].device_kind),
+             backend=jax.default_backend(), num_devices=jax.device_count(),
+             first_step_s={}, partial=True)
+  for name in _VARIANTS.value:
+    sps, async_sps, first_s, m = _time_variant(_config(default, name, b),
+                                               body_model, mesh)
+    out[f'{name}_steps_per_s'] = sps
+    out[f'{name}_async_steps_per_s'] = async_sps
+    out['first_step_s'][name] = first_s
+    print(f'{name}: {sps:.3f} steps/s ({sps * b:.1f} images/s), '
+          f'{async_sps:.3f} without waiting per step, first step '
+          f'{first_s:.1f} s, loss {float(m["loss/total"]):.3f}, '
           f'fit update rate {float(m["fits/update_rate"]):.2f}', flush=True)
-    del state, step
-  out = dict(plain_steps_per_s=results['plain_steps_per_s'],
-             inloop_faithful_steps_per_s=results['inloop_faithful_steps_per_s'],
-             inloop_fast_steps_per_s=results['inloop_fast_steps_per_s'],
-             fast_over_plain=results['inloop_fast_steps_per_s'] /
-             results['plain_steps_per_s'],
-             batch_size=b, backbone=_BACKBONE.value, img_res=_IMG_RES.value,
-             device=str(jax.devices()[0].device_kind), num_devices=jax.device_count(),
-             first_step_s={k[:-len('_first_step_s')]: v for k, v in results.items()
-                           if k.endswith('_first_step_s')})
-  from spin_jax import fileio  # pylint: disable=g-import-not-at-top
+    if _JSON.value:
+      fileio.atomic_write_json(_JSON.value, out)
+  if 'plain' in _VARIANTS.value and 'inloop_fast' in _VARIANTS.value:
+    out['fast_over_plain'] = (out['inloop_fast_steps_per_s'] /
+                              out['plain_steps_per_s'])
+  out['partial'] = False
   fileio.print_json_line(out, _JSON.value)
 
 

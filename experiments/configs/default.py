@@ -29,6 +29,10 @@ def get_config(mode: str = '') -> ml_collections.ConfigDict:
   c.model.dropout = 0.5
   c.model.hidden_dim = 1024
   c.model.num_iterations = 3
+  # 'bfloat16': convs and dense layers compute in bfloat16 (mixed precision);
+  # parameters, BatchNorm statistics, the optimiser, body model, SMPLify and
+  # losses stay float32.
+  c.model.dtype = 'float32'
   c.init_checkpoint = ''      # orbax params dir (converted SPIN / ImageNet weights)
 
   # Data (spin_jax.input_pipeline).
