@@ -8,7 +8,7 @@ meshes and parameters.
   python experiments/demo.py --img=im.jpg --bbox=120,40,200,420 --checkpoint=DIR --out=out/
   python experiments/demo.py --img=im.jpg --openpose=im_keypoints.json --out=out/
 
-People. By default the bundled detector (spin_jax.keypoints: BlazePose,
+People. By default the bundled detector (spin_jax.detector: BlazePose,
 weights shipped in spin_jax/assets) finds every person and their 2D keypoints;
 --openpose takes them from a keypoint file instead (OpenPose BODY_25, COCO-17,
 the detector's JSON or a .npy: spin_jax.keypoints.read_keypoints_file);
@@ -29,14 +29,15 @@ experiments/fit.py). --img_dir does every image of a folder (progress bar,
 summary.json); --video every frame (NAME_frame{t}_params.npz, NAME_overlay.mp4,
 people tracked across frames, --smooth=SIGMA frames of temporal smoothing).
 A photo with no person: a message and exit code 3 (a folder or video: only
-when no image / frame has anyone). The full-image camera is documented in
-spin_jax/inference.py.
+when no image / frame has anyone). Boxes and crops are documented in
+spin_jax/crops.py, the full-image camera in spin_jax/inference.py.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
+from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -49,6 +50,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from spin_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # pylint: disable=g-import-not-at-top
+from spin_jax import crops
+from spin_jax import detector as detector_lib
 from spin_jax import fileio
 from spin_jax import inference
 from spin_jax import keypoints as keypoints_lib
@@ -56,6 +59,7 @@ from spin_jax import photo
 from spin_jax import priors
 from spin_jax import smpl_io
 from spin_jax import smplify
+from spin_jax import video
 
 _IMG = flags.DEFINE_string('img', None, 'Input image.')
 _IMG_DIR = flags.DEFINE_string('img_dir', None, 'A folder of images.')
@@ -83,7 +87,7 @@ _BODY_MODEL = flags.DEFINE_string('body_model', None, "'default', "
 _PRIOR = flags.DEFINE_string('prior', None, "Pose prior (SMPLify's gmm_08.pkl "
                              'or .npz); default: the embedded one.')
 _OUT = flags.DEFINE_string('out', None, 'Output directory.')
-_RESCALE = flags.DEFINE_float('rescale', inference.DEFAULT_RESCALE,
+_RESCALE = flags.DEFINE_float('rescale', crops.DEFAULT_RESCALE,
                               'Box enlargement around the person (SPIN: 1.2).')
 _THRESHOLD = flags.DEFINE_float('threshold', photo.KEYPOINT_THRESHOLD,
                                 'Keypoints above this confidence define the box '
@@ -95,7 +99,7 @@ _EVERY = flags.DEFINE_integer('every', 1, '--video: process every n-th frame.')
 _MAX_FRAMES = flags.DEFINE_integer('max_frames', None, '--video: at most this '
                                    'many processed frames.')
 _NO_RENDER = flags.DEFINE_bool('no_render', False, 'Skip the PNG / video renders.')
-_CACHE = flags.DEFINE_string('compilation_cache', photo.DEFAULT_COMPILATION_CACHE,
+_CACHE = flags.DEFINE_string('compilation_cache', cli.DEFAULT_COMPILATION_CACHE,
                              'Folder of compiled programs (jax persistent cache) '
                              "for the next runs; '' disables.")
 flags.mark_flag_as_required('out')
@@ -106,6 +110,16 @@ _NO_PERSON_EXIT = 3
 def _no_person(message: str):
   print(f'demo.py: {message}', file=sys.stderr)
   sys.exit(_NO_PERSON_EXIT)
+
+
+def _summary_json(rec: photo.Reconstruction, files: Sequence[str]) -> str:
+  """One image's line on stdout."""
+  return json.dumps(dict(
+      people=rec.num_people, files=list(files),
+      init=rec.init_source.tolist(),
+      loss=[None if not np.isfinite(x) else round(float(x), 2) for x in rec.loss],
+      cam_t=np.round(rec.camera['translation'], 4).tolist(),
+      focal_length=np.round(rec.camera['focal_length'], 2).tolist()))
 
 
 def main(argv):
@@ -124,7 +138,7 @@ def main(argv):
   if boxes_only and _REFINE.value:
     raise app.UsageError('--refine fits keypoints: drop --bbox / --whole_image '
                          '(the detector or --openpose gives keypoints).')
-  photo.enable_compilation_cache(_CACHE.value)
+  cli.enable_compilation_cache(_CACHE.value)
 
   predictor, body_model = None, None
   if _CHECKPOINT.value:
@@ -136,9 +150,9 @@ def main(argv):
   os.makedirs(_OUT.value, exist_ok=True)
 
   if boxes_only:  # the regressor on given boxes (no keypoints, no SMPLify)
-    image = inference.read_image(_IMG.value)
-    boxes = (inference.parse_bbox_flag(_BBOX.value, _RESCALE.value) if _BBOX.value
-             else [inference.whole_image_box(image.shape)])
+    image = crops.read_image(_IMG.value)
+    boxes = (crops.parse_bbox_flag(_BBOX.value, _RESCALE.value) if _BBOX.value
+             else [crops.whole_image_box(image.shape)])
     name = os.path.splitext(os.path.basename(_IMG.value))[0]
     out = inference.run_on_image(predictor, image, boxes, _OUT.value, name,
                                  render=not _NO_RENDER.value)
@@ -149,7 +163,7 @@ def main(argv):
 
   prior = (priors.load_gmm_prior(_PRIOR.value) if _PRIOR.value
            else priors.default_pose_prior())
-  detector = None if _OPENPOSE.value else keypoints_lib.PoseDetector()
+  detector = None if _OPENPOSE.value else detector_lib.PoseDetector()
   if predictor is not None and not _REFINE.value:
     logging.info('regressor only (add --refine to fit SMPLify to the keypoints)')
   elif predictor is None:
@@ -160,7 +174,7 @@ def main(argv):
     people = None
     if keypoints is None:
       people = detector(image)
-      keypoints = keypoints_lib.people_keypoints(people)
+      keypoints = detector_lib.people_keypoints(people)
     rec = photo.reconstruct(
         image, body_model, prior, keypoints=keypoints, predictor=predictor,
         refine=_REFINE.value, mean_starts=_MEAN_STARTS.value, mode=_MODE.value,
@@ -173,14 +187,14 @@ def main(argv):
     return rec, people
 
   if _IMG.value:
-    image = inference.read_image(_IMG.value)
+    image = crops.read_image(_IMG.value)
     name = os.path.splitext(os.path.basename(_IMG.value))[0]
     keypoints = None
     if _OPENPOSE.value:
       keypoints, fmt = keypoints_lib.read_keypoints_file(
           _OPENPOSE.value, flag='--openpose',
           image_name=os.path.basename(_IMG.value))
-      keypoints = inference.check_keypoints(
+      keypoints = crops.check_keypoints(
           keypoints, f'--openpose {_OPENPOSE.value!r}', image.shape[:2])
       logging.info('%d person(s) in %s (%s)', len(keypoints), _OPENPOSE.value, fmt)
     try:
@@ -191,9 +205,9 @@ def main(argv):
                                 render=not _NO_RENDER.value)
     if people is not None:
       path = os.path.join(_OUT.value, f'{name}_keypoints.json')
-      keypoints_lib.write_detections(path, people, image.shape[:2])
+      detector_lib.write_detections(path, people, image.shape[:2])
       files.append(path)
-    print(photo.summary_json(rec, files))
+    print(_summary_json(rec, files))
     return
 
   if _IMG_DIR.value:
@@ -202,7 +216,7 @@ def main(argv):
     for path in tqdm.tqdm(paths, desc='images', unit='image'):
       name = os.path.splitext(os.path.basename(path))[0]
       try:
-        image = inference.read_image(path)
+        image = crops.read_image(path)
         rec, people = run(image, path)
       except photo.NoPersonError as e:
         logging.warning('%s', e)
@@ -214,7 +228,7 @@ def main(argv):
         continue
       photo.write_outputs(rec, image, _OUT.value, name, body_model.faces,
                           render=not _NO_RENDER.value)
-      keypoints_lib.write_detections(
+      detector_lib.write_detections(
           os.path.join(_OUT.value, f'{name}_keypoints.json'), people,
           image.shape[:2])
       summary[os.path.basename(path)] = dict(
@@ -230,7 +244,7 @@ def main(argv):
                  f'{len(paths)} image(s).')
     return
 
-  result = photo.process_video(
+  result = video.process_video(
       _VIDEO.value, _OUT.value, lambda image, name: run(image, name)[0],
       body_model.faces, body_model, smooth_sigma=_SMOOTH.value,
       every=_EVERY.value, max_frames=_MAX_FRAMES.value,

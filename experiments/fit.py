@@ -13,10 +13,10 @@ Keypoints, in pixels of the original image, recognised from the file
   * the bundled detector's JSON (demo.py / fit.py write NAME_keypoints.json);
   * .npy arrays: (N, 49, 3) / (49, 3) SPIN joints, (N, 25, 3) BODY_25,
     (N, 17, 3) COCO-17, (N, 33, 3|4) BlazePose landmarks.
-With --img alone the bundled detector (spin_jax.keypoints) finds the people and
+With --img alone the bundled detector (spin_jax.detector) finds the people and
 their keypoints, written to NAME_keypoints.json.
 Each person's box is the tight square around its confident keypoints, enlarged
-1.2x (SPIN's demo; spin_jax.inference conventions), and the keypoints are mapped
+1.2x (SPIN's demo; spin_jax.crops conventions), and the keypoints are mapped
 to its 224 crop, where SMPLify runs (f = 5000, principal point 112). The fit
 starts from the mean pose, facing the camera and facing away; the better of the
 two (lower SMPLify objective) is kept (spin_jax.photo.fit_people).
@@ -54,6 +54,8 @@ import jax
 import jax.numpy as jnp
 
 from spin_jax import constants
+from spin_jax import crops
+from spin_jax import detector
 from spin_jax import inference
 from spin_jax import keypoints as keypoints_lib
 from spin_jax import photo
@@ -73,9 +75,9 @@ _PRIOR = flags.DEFINE_string('prior', None, "Pose prior (SMPLify's gmm_08.pkl or
                              '.npz); default: the embedded one.')
 _MODE = flags.DEFINE_enum('mode', 'faithful', smplify.MODES, 'SMPLify mode.')
 _OUT = flags.DEFINE_string('out', 'fit_out', 'Output directory.')
-_THRESHOLD = flags.DEFINE_float('threshold', inference.OPENPOSE_DETECTION_THRESHOLD,
+_THRESHOLD = flags.DEFINE_float('threshold', crops.OPENPOSE_DETECTION_THRESHOLD,
                                 'Keypoints above this confidence define the box.')
-_CACHE = flags.DEFINE_string('compilation_cache', photo.DEFAULT_COMPILATION_CACHE,
+_CACHE = flags.DEFINE_string('compilation_cache', cli.DEFAULT_COMPILATION_CACHE,
                              'Folder of compiled SMPLify programs (jax persistent '
                              "cache) for the next runs; '' disables.")
 
@@ -85,18 +87,18 @@ def main(argv):
   if not _KEYPOINTS.value and not _IMG.value:
     raise app.UsageError('give --img (people found by the detector), '
                          '--keypoints, or both.')
-  image = inference.read_image(_IMG.value) if _IMG.value else None
+  image = crops.read_image(_IMG.value) if _IMG.value else None
   if _KEYPOINTS.value:
     keypoints, fmt = keypoints_lib.read_keypoints_file(
         _KEYPOINTS.value,
         image_name=os.path.basename(_IMG.value) if _IMG.value else None)
-    keypoints = inference.check_keypoints(
+    keypoints = crops.check_keypoints(
         keypoints, f'--keypoints {_KEYPOINTS.value!r}',
         image.shape[:2] if image is not None else None)
     source = _KEYPOINTS.value
   else:
-    people = keypoints_lib.PoseDetector()(image)
-    keypoints, fmt = keypoints_lib.people_keypoints(people), 'detector'
+    people = detector.PoseDetector()(image)
+    keypoints, fmt = detector.people_keypoints(people), 'detector'
     source = _IMG.value
   name = os.path.splitext(os.path.basename(source))[0]
   stem = os.path.join(_OUT.value, name)
@@ -107,7 +109,7 @@ def main(argv):
           f'{_THRESHOLD.value}); nothing written.', file=sys.stderr)
     sys.exit(3)
   logging.info('%s: %d person(s) from %s keypoints', source, len(boxes), fmt)
-  photo.enable_compilation_cache(_CACHE.value)
+  cli.enable_compilation_cache(_CACHE.value)
   model = smpl_io.resolve_body_model(_BODY_MODEL.value)
   prior = (priors.load_gmm_prior(_PRIOR.value) if _PRIOR.value
            else priors.default_pose_prior())
@@ -132,7 +134,7 @@ def main(argv):
   p = len(boxes)
   os.makedirs(_OUT.value, exist_ok=True)
   if not _KEYPOINTS.value:
-    keypoints_lib.write_detections(f'{stem}_keypoints.json', people, image.shape[:2])
+    detector.write_detections(f'{stem}_keypoints.json', people, image.shape[:2])
   loss, valid, objective = fit.loss, fit.improved, fit.objective
   pick = (fit.init_source == 'mean_back').astype(int)  # facing away
 

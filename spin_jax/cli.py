@@ -15,7 +15,8 @@
   entry point prints itself (progress bar, evaluations, written paths) stays.
 - XLA on the CPU: the flags measured best there (CPU_XLA_FLAGS) are added to
   XLA_FLAGS before any backend starts, unless an accelerator plugin is
-  installed or the user already set them.
+  installed or the user already set them. `enable_compilation_cache` keeps
+  compiled programs between runs.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from typing import Callable
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 
 _VERBOSE = flags.DEFINE_bool(
     'verbose', False, 'Library INFO logs, and tracebacks with errors.')
@@ -49,6 +51,7 @@ CPU_XLA_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=',)
 _ACCELERATOR_PLUGINS = ('jax-cuda12-plugin', 'jax-cuda13-plugin', 'jax-rocm',
                         'jax-rocm60-plugin', 'jax-rocm7-plugin', 'libtpu',
                         'libtpu-nightly')
+DEFAULT_COMPILATION_CACHE = os.path.join('~', '.cache', 'spin_jax', 'jax')
 
 
 def verbose() -> bool:
@@ -79,6 +82,18 @@ def configure_xla() -> None:
   extra = [f for f in CPU_XLA_FLAGS if f.split('=')[0] not in current]
   if extra:
     os.environ['XLA_FLAGS'] = ' '.join([current] + extra).strip()
+
+
+def enable_compilation_cache(path: str | None = DEFAULT_COMPILATION_CACHE) -> None:
+  """Keeps compiled programs in `path` (jax's persistent cache) so that the
+  next run skips compiling SMPLify (tens of seconds on a small CPU);
+  '' or None leaves jax's settings alone."""
+  if not path:
+    return
+  path = os.path.expanduser(path)
+  os.makedirs(path, exist_ok=True)
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 
 
 def quiet_logs() -> None:

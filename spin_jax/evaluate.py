@@ -10,6 +10,9 @@ H36M-regressor joints of the predicted neutral mesh, centred on regressor
 joint 0 (pelvis), then mapped to 14 (H36M, 3DPW) or 17 (3DHP) joints. Ground
 truth comes from the dataset's root-centred S for H36M and 3DHP, and from the
 gendered body models' meshes through the same regressor for 3DPW.
+
+Kept whole (about 540 lines): SPIN's protocol in one place, from the
+examples it reads to the scores it writes; the metrics are in metrics.py.
 """
 from __future__ import annotations
 

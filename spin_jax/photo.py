@@ -2,9 +2,9 @@
 
 The chain for one RGB image:
   1. people and their 2D keypoints from the bundled detector
-     (spin_jax.keypoints, SPIN's 49-joint order, full-image pixels), or given;
+     (spin_jax.detector, SPIN's 49-joint order, full-image pixels), or given;
   2. one box per person: the tight square around its keypoints above
-     `threshold`, enlarged by `rescale` (1.2, SPIN's demo; spin_jax.inference's
+     `threshold`, enlarged by `rescale` (1.2, SPIN's demo; spin_jax.crops's
      box and crop conventions); keypoints below the threshold get confidence
      0 (people with fewer than 4 confident keypoints are skipped);
   3. initial bodies: the regressor's prediction on the box's crop when a
@@ -24,34 +24,31 @@ The chain for one RGB image:
 
 `write_outputs` writes NAME_overlay.png, NAME_side.png, NAME_person{i}.obj and
 NAME_params.npz (spin_jax.inference.run_on_image's keys plus the keypoints and
-the fit's losses); spin_jax.keypoints.write_detections the detector's own JSON.
-`process_video` runs the chain on every frame of a video with one parameter
-file per frame, people tracked across frames, optional temporal smoothing,
-and an overlay video.
+the fit's losses); spin_jax.detector.write_detections the detector's own JSON.
+spin_jax.video runs the chain on every frame of a video.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from spin_jax import camera
 from spin_jax import constants
+from spin_jax import crops
+from spin_jax import detector as detector_lib
 from spin_jax import inference
-from spin_jax import keypoints as keypoints_lib
 from spin_jax import models
 from spin_jax import rotations
 from spin_jax import smpl
 from spin_jax import smplify
 
-KEYPOINT_THRESHOLD = inference.OPENPOSE_DETECTION_THRESHOLD  # 0.2
+KEYPOINT_THRESHOLD = crops.OPENPOSE_DETECTION_THRESHOLD  # 0.2
 MIN_KEYPOINTS = 4  # fewer confident keypoints: a fit is meaningless
 _INIT_NAMES = ('regressor', 'mean', 'mean_back')
 # SMPLify's fast mode takes 5 + 4 Levenberg-Marquardt steps, tuned for the
@@ -67,21 +64,6 @@ _FIT_JOINT_IDS = tuple(j for j in range(constants.NUM_JOINTS)
                        if j not in constants.SMPLIFY_IGNORED_JOINT_IDS)
 
 
-DEFAULT_COMPILATION_CACHE = os.path.join('~', '.cache', 'spin_jax', 'jax')
-
-
-def enable_compilation_cache(path: str | None = DEFAULT_COMPILATION_CACHE) -> None:
-  """Keeps compiled programs in `path` (jax's persistent cache) so that the
-  next run skips compiling SMPLify (tens of seconds on a small CPU);
-  '' or None leaves jax's settings alone."""
-  if not path:
-    return
-  path = os.path.expanduser(path)
-  os.makedirs(path, exist_ok=True)
-  jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-
-
 class NoPersonError(ValueError):
   """No person (with enough confident keypoints) in an image, or none whose
   fit succeeded."""
@@ -92,7 +74,7 @@ class NoPersonError(ValueError):
 
 
 def people_boxes(keypoints: np.ndarray, threshold: float = KEYPOINT_THRESHOLD,
-                 rescale: float = inference.DEFAULT_RESCALE):
+                 rescale: float = crops.DEFAULT_RESCALE):
   """Boxes and 224-crop keypoints of the people with enough keypoints.
 
   Args:
@@ -102,7 +84,7 @@ def people_boxes(keypoints: np.ndarray, threshold: float = KEYPOINT_THRESHOLD,
     keypoints' confidences are zeroed below threshold and where not finite.
   """
   keypoints = np.asarray(keypoints, np.float32)
-  boxes, crops, kept = [], [], []
+  boxes, crop_kps, kept = [], [], []
   res = constants.IMG_RES
   for i, kp in enumerate(keypoints):
     good = (kp[:, 2] > threshold) & np.all(np.isfinite(kp), -1)
@@ -110,17 +92,17 @@ def people_boxes(keypoints: np.ndarray, threshold: float = KEYPOINT_THRESHOLD,
       continue
     lo, hi = kp[good, :2].min(0), kp[good, :2].max(0)
     side = float(np.max(hi - lo)) * rescale
-    box = inference.Box(tuple(float(c) for c in (lo + hi) / 2.0),
+    box = crops.Box(tuple(float(c) for c in (lo + hi) / 2.0),
                         max(side, 1.0) / constants.BOX_SCALE_UNIT)
-    m = inference.crop_matrix(box, res)  # (2, 3)
+    m = crops.crop_matrix(box, res)  # (2, 3)
     crop = np.zeros_like(kp)
     xy = np.where(good[:, None], kp[:, :2], 0.0)
     crop[:, :2] = xy @ m[:, :2].T + m[:, 2]
     crop[:, 2] = np.where(good, kp[:, 2], 0.0)
     boxes.append(box)
-    crops.append(crop)
+    crop_kps.append(crop)
     kept.append(i)
-  return boxes, (np.stack(crops) if crops else None), kept
+  return boxes, (np.stack(crop_kps) if crop_kps else None), kept
 
 
 def crop_translation_to_cam(translation: np.ndarray) -> np.ndarray:
@@ -185,7 +167,7 @@ def failure_reasons(params: smplify.FitParams, improved: np.ndarray,
   written is the mean pose, not a fit). A regressor's prediction that SMPLify
   could not improve stands.
   """
-  leaves = [np.asarray(x, np.float64) for x in _leaves(params)]
+  leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(params)]
   finite = np.all([np.all(np.isfinite(x), -1) for x in leaves], 0)
   tz = np.asarray(params.camera_translation, np.float64)[:, 2]
   out = []
@@ -235,7 +217,7 @@ def fit_people(body_model, prior, keypoints_crop: np.ndarray, *,
   if mean_starts or regressor is None:
     starts.append(mean_init(body_model, kp))
     names += list(_INIT_NAMES[1:])
-  init = jax_tree_concat(starts)
+  init = _concat(starts)
   n = len(names)  # starts per person, in blocks of P
   kp_all = np.concatenate([kp] * n)
   # Pad the batch (zero-confidence copies of the first start) so that the
@@ -243,7 +225,7 @@ def fit_people(body_model, prior, keypoints_crop: np.ndarray, *,
   total = n * p
   pad = _bucket(total) - total
   if pad:
-    init = jax_tree_concat([init, _take(init, np.zeros(pad, int))])
+    init = _concat([init, _take(init, np.zeros(pad, int))])
     kp_all = np.concatenate([kp_all, np.zeros((pad,) + kp.shape[1:], np.float32)])
   res = smplify.smplify(body_model, prior, init, jnp.asarray(kp_all),
                         smplify_config(mode))
@@ -256,9 +238,9 @@ def fit_people(body_model, prior, keypoints_crop: np.ndarray, *,
   out = _take(res.params, rows)
   start = _take(init, rows)
   chosen_valid = valid[rows]
-  params = smplify.FitParams(*[
-      np.where(chosen_valid[:, None], np.asarray(a), np.asarray(b))
-      for a, b in zip(_leaves(out), _leaves(start))])
+  params = jax.tree.map(
+      lambda a, b: np.where(chosen_valid[:, None], np.asarray(a), np.asarray(b)),
+      out, start)
   loss = np.asarray(smplify.reprojection_loss(
       body_model, jnp.asarray(params.global_orient), jnp.asarray(params.body_pose),
       jnp.asarray(params.betas), jnp.asarray(params.camera_translation),
@@ -267,17 +249,16 @@ def fit_people(body_model, prior, keypoints_crop: np.ndarray, *,
              improved=chosen_valid, init_source=np.asarray(names)[pick])
 
 
-def _leaves(params: smplify.FitParams) -> list:
-  return [getattr(params, f.name) for f in dataclasses.fields(smplify.FitParams)]
-
-
-def jax_tree_concat(trees: Sequence[smplify.FitParams]) -> smplify.FitParams:
-  return smplify.FitParams(*[jnp.concatenate([jnp.asarray(x) for x in leaves])
-                             for leaves in zip(*[_leaves(t) for t in trees])])
+def _concat(trees: Sequence[smplify.FitParams]) -> smplify.FitParams:
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *trees)
 
 
 def _take(params: smplify.FitParams, rows) -> smplify.FitParams:
-  return smplify.FitParams(*[jnp.asarray(x)[rows] for x in _leaves(params)])
+  return jax.tree.map(lambda x: jnp.asarray(x)[rows], params)
+
+
+def _to_numpy(params: smplify.FitParams) -> smplify.FitParams:
+  return jax.tree.map(np.asarray, params)
 
 
 # ---------------------------------------------------------------------------
@@ -289,7 +270,7 @@ class Reconstruction:
   """The people of one image (P of them), all numpy.
 
   keypoints (P, 49, 3): detected/given keypoints, full-image pixels + conf.
-  boxes: P inference.Box. pose (P, 72) axis-angle, betas (P, NB),
+  boxes: P crops.Box. pose (P, 72) axis-angle, betas (P, NB),
   crop_translation (P, 3) of the 224 crop camera, camera: full-image pinhole
   (inference.full_image_camera's dict), vertices (P, V, 3) and joints
   (P, 49, 3) in the body frame (add camera['translation'][i] for the camera
@@ -325,11 +306,11 @@ class Reconstruction:
 
 def reconstruct(image: np.ndarray, body_model, prior, *,
                 keypoints: np.ndarray | None = None,
-                detector: keypoints_lib.PoseDetector | None = None,
+                detector: detector_lib.PoseDetector | None = None,
                 predictor: inference.Predictor | None = None,
                 refine: bool = True, mean_starts: bool = True,
                 mode: str = 'fast', threshold: float = KEYPOINT_THRESHOLD,
-                rescale: float = inference.DEFAULT_RESCALE,
+                rescale: float = crops.DEFAULT_RESCALE,
                 name: str = 'image') -> Reconstruction:
   """Every person of an RGB uint8 image in 3D (module doc).
 
@@ -351,7 +332,7 @@ def reconstruct(image: np.ndarray, body_model, prior, *,
     if detector is None:
       raise ValueError('reconstruct: give keypoints or a detector.')
     people = detector(image)
-    keypoints = keypoints_lib.people_keypoints(people)
+    keypoints = detector_lib.people_keypoints(people)
     scores = np.array([p.score for p in people], np.float32)
   keypoints = np.asarray(keypoints, np.float32).reshape(-1, constants.NUM_JOINTS, 3)
   boxes, kp_crop, kept = people_boxes(keypoints, threshold, rescale)
@@ -368,7 +349,7 @@ def reconstruct(image: np.ndarray, body_model, prior, *,
                      mean_starts=mean_starts or pred is None, mode=mode)
     params = fit.params
   else:
-    params = smplify.FitParams(*[np.asarray(x) for x in _leaves(regressor_init(pred))])
+    params = _to_numpy(regressor_init(pred))
     nan = np.full(p, np.nan, np.float32)
     fit = Fit(params, nan, nan, np.zeros(p, bool), np.asarray(['regressor'] * p))
   fitted = bool(refine or pred is None)
@@ -381,8 +362,7 @@ def reconstruct(image: np.ndarray, body_model, prior, *,
   keep = np.flatnonzero(ok)
   boxes = [boxes[i] for i in keep]
   kept = [kept[i] for i in keep]
-  params = _take(params, keep)
-  params = smplify.FitParams(*[np.asarray(x) for x in _leaves(params)])
+  params = _to_numpy(_take(params, keep))
   fit = Fit(params, fit.loss[keep], fit.objective[keep], fit.improved[keep],
             fit.init_source[keep])
   pose = np.concatenate([params.global_orient, params.body_pose], -1)
@@ -499,227 +479,6 @@ def write_outputs(rec: Reconstruction, image: np.ndarray, out_dir: str,
   return files
 
 
-# ---------------------------------------------------------------------------
-# Video: tracks and temporal smoothing.
-
-
-def _box_xyxy(box: inference.Box) -> np.ndarray:
-  c, r = np.asarray(box.center), box.side / 2.0
-  return np.concatenate([c - r, c + r])
-
-
-def assign_tracks(frames_boxes: Sequence[Sequence[inference.Box]],
-                  min_iou: float = 0.3, max_gap: int = 5) -> list[np.ndarray]:
-  """Track ids per frame: each box joins the track whose last box (seen at
-  most max_gap frames before) overlaps it most, by IoU >= min_iou, greedily
-  best pair first; unmatched boxes start new tracks."""
-  tracks = {}  # id -> (last frame, last box)
-  out, next_id = [], 0
-  for t, boxes in enumerate(frames_boxes):
-    ids = np.full(len(boxes), -1)
-    live = [k for k, (f, _) in tracks.items() if t - f <= max_gap]
-    if boxes and live:
-      cand = np.stack([tracks[k][1] for k in live])
-      pairs = []
-      for i, b in enumerate(boxes):
-        iou = keypoints_lib._iou(cand, _box_xyxy(b))  # pylint: disable=protected-access
-        pairs += [(iou[j], i, live[j]) for j in range(len(live)) if iou[j] >= min_iou]
-      used = set()
-      for _, i, k in sorted(pairs, reverse=True):
-        if ids[i] < 0 and k not in used:
-          ids[i] = k
-          used.add(k)
-    for i, b in enumerate(boxes):
-      if ids[i] < 0:
-        ids[i] = next_id
-        next_id += 1
-      tracks[int(ids[i])] = (t, _box_xyxy(b))
-    out.append(ids)
-  return out
-
-
-def _project_to_rotations(m: np.ndarray) -> np.ndarray:
-  """Nearest rotation matrices (..., 3, 3) to m (SVD, det +1)."""
-  u, _, vt = np.linalg.svd(m)
-  d = np.sign(np.linalg.det(u @ vt))
-  u[..., :, -1] *= d[..., None]
-  return u @ vt
-
-
-def smooth_track(frames: np.ndarray, pose: np.ndarray, betas: np.ndarray,
-                 translation: np.ndarray, sigma: float):
-  """Gaussian smoothing of one person's parameters over time.
-
-  Args:
-    frames: (T,) frame indices where the person was seen (gaps allowed: the
-      kernel is over frame indices, so a gap weighs what it should).
-    pose: (T, 72) axis-angle; betas (T, NB); translation (T, 3) (full-image
-      camera frame).
-    sigma: kernel width in frames (0: no smoothing).
-  Returns:
-    (pose, betas, translation) smoothed. Rotations are averaged as matrices
-    and projected back onto rotations (the chordal mean).
-  """
-  if sigma <= 0 or len(frames) < 2:
-    return pose, betas, translation
-  t = np.asarray(frames, np.float64)
-  w = np.exp(-0.5 * ((t[:, None] - t[None]) / sigma) ** 2)
-  w /= w.sum(1, keepdims=True)
-  rot = np.asarray(rotations.axis_angle_to_matrix(
-      jnp.asarray(pose, jnp.float32).reshape(-1, 3)), np.float64)
-  rot = rot.reshape(len(t), 24, 3, 3)
-  rot = _project_to_rotations(np.einsum('ts,sjab->tjab', w, rot))
-  pose = np.asarray(rotations.matrix_to_axis_angle(
-      jnp.asarray(rot, jnp.float32))).reshape(len(t), 72)
-  return pose, w @ betas, w @ translation
-
-
-def _video_writer(path: str, fps: float, size_wh: tuple[int, int]):
-  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), fps, size_wh)
-  if not writer.isOpened():
-    raise OSError(f'OpenCV cannot write an mp4 video to {path!r}.')
-  return writer
-
-
-def process_video(video_path: str, out_dir: str,
-                  reconstruct_fn: Callable[[np.ndarray, str], Reconstruction],
-                  faces: np.ndarray, body_model, *, smooth_sigma: float = 0.0,
-                  every: int = 1, max_frames: int | None = None,
-                  render: bool = True, progress: bool = True) -> dict[str, Any]:
-  """Runs reconstruct_fn on the frames of a video (OpenCV).
-
-  Writes into out_dir, for video NAME:
-    NAME_frame{t:06d}_params.npz  per processed frame t (write_outputs's
-        keys, plus track_id (P,) and, with smoothing, smoothed_pose,
-        smoothed_betas, smoothed_cam_t, smoothed_focal_length (the track's
-        median focal length, which smoothed_cam_t goes with) and
-        smoothed_vertices); frames with nobody have a file with people = 0
-        (so a frame's absence means it was not read)
-    NAME_overlay.mp4  with render: every processed frame with its meshes
-        (smoothed with smooth_sigma > 0)
-  Progress bars (tqdm) for the fitting and the writing passes.
-
-  Returns a summary dict (frames, frames_with_people, people, tracks, files).
-  """
-  cap = cv2.VideoCapture(video_path)
-  if not os.path.isfile(video_path) or not cap.isOpened():
-    raise FileNotFoundError(f'--video {video_path!r}: missing or not a video '
-                            'OpenCV can read.')
-  fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-  total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-  name = os.path.splitext(os.path.basename(video_path))[0]
-  every = max(1, int(every))
-  results: list[tuple[int, Reconstruction | None]] = []
-  limit = total if max_frames is None else min(total or max_frames, max_frames * every)
-  bar = tqdm.tqdm(total=limit, desc=f'{name}: fitting', unit='frame',
-                  disable=not progress)
-  t = 0
-  while max_frames is None or len(results) < max_frames:
-    ok, bgr = cap.read()
-    if not ok:
-      break
-    if t % every == 0:
-      rgb = np.ascontiguousarray(bgr[..., ::-1])
-      try:
-        rec = reconstruct_fn(rgb, f'{video_path} frame {t}')
-      except NoPersonError:
-        rec = None
-      results.append((t, rec))
-    t += 1
-    bar.update(1)
-  bar.close()
-  cap.release()
-  if not results:
-    raise ValueError(f'--video {video_path!r}: no frame could be read.')
-
-  track_ids = assign_tracks([r.boxes if r else [] for _, r in results])
-  smoothed = {}  # (result index, person) -> (pose, betas, translation)
-  if smooth_sigma > 0:
-    per_track: dict[int, list[tuple[int, int]]] = {}
-    for k, ids in enumerate(track_ids):
-      for i, tid in enumerate(ids):
-        per_track.setdefault(int(tid), []).append((k, i))
-    for members in per_track.values():
-      recs = [(results[k][0], results[k][1], i) for k, i in members]
-      # Each frame's pinhole has its own focal length (box size): bring the
-      # translations to the track's median focal length first (scaling t_z
-      # with f keeps the body's projection), then smooth.
-      focal = np.array([r.camera['focal_length'][i] for _, r, i in recs])
-      f_track = float(np.median(focal))
-      trans = np.stack([r.camera['translation'][i] for _, r, i in recs])
-      trans[:, 2] *= f_track / focal
-      pose, betas, trans = smooth_track(
-          np.array([f for f, _, _ in recs]),
-          np.stack([r.pose[i] for _, r, i in recs]),
-          np.stack([r.betas[i] for _, r, i in recs]), trans, smooth_sigma)
-      for (k, i), a, b, c in zip(members, pose, betas, trans):
-        smoothed[(k, i)] = (a, b, c, f_track)
-
-  files, writer = [], None
-  video_out = os.path.join(out_dir, f'{name}_overlay.mp4')
-  tmp_video = os.path.join(out_dir, f'.tmp_{name}_overlay.mp4')
-  os.makedirs(out_dir, exist_ok=True)
-  cap = cv2.VideoCapture(video_path) if render else None
-  frame_t = -1
-  try:
-    for k, (t, rec) in enumerate(tqdm.tqdm(results, desc=f'{name}: writing',
-                                           unit='frame', disable=not progress)):
-      frame_name = f'{name}_frame{t:06d}'
-      extra = dict(track_id=track_ids[k].astype(np.int64), frame=np.array(t))
-      vertices = None if rec is None else rec.vertices
-      cam = None if rec is None else rec.camera
-      if rec is not None and smoothed:
-        sp, sb, st, sf = (np.stack([smoothed[(k, i)][j] for i in range(rec.num_people)])
-                          for j in range(4))
-        body = smpl.forward(body_model, jnp.asarray(sb, jnp.float32),
-                            jnp.asarray(sp[:, 3:], jnp.float32),
-                            jnp.asarray(sp[:, :3], jnp.float32))
-        vertices = np.asarray(body.vertices, np.float64)
-        cam = dict(rec.camera, translation=st, focal_length=sf)
-        extra.update(smoothed_pose=sp.astype(np.float32),
-                     smoothed_betas=sb.astype(np.float32), smoothed_cam_t=st,
-                     smoothed_focal_length=sf, smoothed_vertices=vertices,
-                     smoothing_sigma=np.array(smooth_sigma))
-      path = os.path.join(out_dir, f'{frame_name}_params.npz')
-      if rec is None:
-        inference.write_npz(path, people=np.array(0), frame=np.array(t))
-      else:
-        params = params_dict(rec)
-        params.update(extra, people=np.array(rec.num_people))
-        inference.write_npz(path, **params)
-      files.append(path)
-      if render:
-        while frame_t < t:
-          ok, bgr = cap.read()
-          frame_t += 1
-          if not ok:
-            raise OSError(f'--video {video_path!r}: frame {frame_t} could not '
-                          'be read again.')
-        rgb = np.ascontiguousarray(bgr[..., ::-1])
-        if rec is not None:
-          rgb = inference.render_people(rgb, vertices, faces, cam)
-        if writer is None:
-          writer = _video_writer(tmp_video, fps / every, (rgb.shape[1], rgb.shape[0]))
-        writer.write(np.ascontiguousarray(rgb[..., ::-1]))
-    if writer is not None:
-      writer.release()
-      writer = None
-      os.replace(tmp_video, video_out)
-      files.append(video_out)
-  finally:
-    if writer is not None:
-      writer.release()
-    if os.path.exists(tmp_video):
-      os.remove(tmp_video)
-    if cap is not None:
-      cap.release()
-  people = sum(r.num_people for _, r in results if r)
-  return dict(frames=len(results),
-              frames_with_people=sum(1 for _, r in results if r),
-              people=people,
-              tracks=int(max((ids.max() for ids in track_ids if len(ids)),
-                             default=-1)) + 1,
-              files=files)
 
 
 def list_images(folder: str) -> list[str]:
@@ -732,12 +491,3 @@ def list_images(folder: str) -> list[str]:
   if not paths:
     raise ValueError(f'--img_dir {folder!r}: no image files ({", ".join(exts)}).')
   return paths
-
-
-def summary_json(rec: Reconstruction, files: Sequence[str]) -> str:
-  return json.dumps(dict(
-      people=rec.num_people, files=list(files),
-      init=rec.init_source.tolist(),
-      loss=[None if not np.isfinite(x) else round(float(x), 2) for x in rec.loss],
-      cam_t=np.round(rec.camera['translation'], 4).tolist(),
-      focal_length=np.round(rec.camera['focal_length'], 2).tolist()))

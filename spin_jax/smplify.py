@@ -31,6 +31,9 @@ never needs the mesh. `full_mesh=True` runs smpl.forward instead, as the
 original does (for benchmarks).
 
 All keypoints are pixels of the 224 crop (focal 5000, principal point 112).
+
+Kept whole (about 520 lines): both stages, their residuals and the solver
+choice form one compiled program; the solvers are in optim_lsq.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from spin_jax import inference
+from spin_jax import crops
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSET_IMAGE = os.path.join(REPO, 'spin_jax', 'assets', 'demo.png')
@@ -46,7 +46,7 @@ def files(tmp_path_factory):
   d = tmp_path_factory.mktemp('bad')
   with open(ASSET_IMAGE, 'rb') as f:
     png = f.read()
-  image = inference.read_image(ASSET_IMAGE)
+  image = crops.read_image(ASSET_IMAGE)
   import cv2
   ok, jpg = cv2.imencode('.jpg', image[..., ::-1])
   assert ok

@@ -5,19 +5,20 @@ import os
 import numpy as np
 import pytest
 
+from spin_jax import crops
 from spin_jax import inference
 
 
 def test_box_from_xywh_and_flag():
-  box = inference.box_from_xywh((10, 20, 100, 50), rescale=1.2)
+  box = crops.box_from_xywh((10, 20, 100, 50), rescale=1.2)
   assert box.center == (60.0, 45.0)
   assert box.side == pytest.approx(120.0)
-  boxes = inference.parse_bbox_flag('10,20,100,50; 0,0,4,8')
+  boxes = crops.parse_bbox_flag('10,20,100,50; 0,0,4,8')
   assert len(boxes) == 2 and boxes[1].center == (2.0, 4.0)
   with pytest.raises(ValueError, match='x,y,w,h'):
-    inference.parse_bbox_flag('1,2,3')
+    crops.parse_bbox_flag('1,2,3')
   with pytest.raises(ValueError, match='numbers'):
-    inference.parse_bbox_flag('a,b,c,d')
+    crops.parse_bbox_flag('a,b,c,d')
 
 
 def test_boxes_from_openpose(tmp_path):
@@ -29,25 +30,25 @@ def test_boxes_from_openpose(tmp_path):
   path.write_text(json.dumps({'people': [
       {'pose_keypoints_2d': kp1.ravel().tolist()},
       {'pose_keypoints_2d': kp2.ravel().tolist()}]}))
-  boxes, kps = inference.boxes_from_openpose(str(path))
+  boxes, kps = crops.boxes_from_openpose(str(path))
   assert len(boxes) == 1 and kps[0].shape == (25, 3)
   assert boxes[0].center == (30.0, 60.0)
   assert boxes[0].side == pytest.approx(80 * 1.2)
   path.write_text('{"people": 3}')
   with pytest.raises(ValueError, match='people'):
-    inference.boxes_from_openpose(str(path))
+    crops.boxes_from_openpose(str(path))
   with pytest.raises(FileNotFoundError, match='missing.json'):
-    inference.boxes_from_openpose(str(tmp_path / 'missing.json'))
+    crops.boxes_from_openpose(str(tmp_path / 'missing.json'))
 
 
 def test_crop_maps_box_centre_to_crop_centre():
   img = np.zeros((100, 200, 3), np.uint8)
   img[40, 150] = 255  # a dot at (x=150, y=40)
-  box = inference.Box((150.0, 40.0), 0.32)  # side 64 px
-  c = inference.crop(img, box, 64)  # k = 1: no resampling
+  box = crops.Box((150.0, 40.0), 0.32)  # side 64 px
+  c = crops.crop(img, box, 64)  # k = 1: no resampling
   assert c.shape == (64, 64, 3)
   assert tuple(np.argwhere(c[..., 0] == 255)[0]) == (32, 32)
-  m = inference.crop_matrix(box, 224)
+  m = crops.crop_matrix(box, 224)
   np.testing.assert_allclose(m @ [150.0, 40.0, 1.0], [112.0, 112.0])
 
 
@@ -59,7 +60,7 @@ def _project(points, f, c, t):
 def test_full_image_camera_matches_the_crop_camera():
   rng = np.random.default_rng(0)
   pts = rng.normal(scale=0.3, size=(50, 3))  # a body-sized point cloud
-  box = inference.Box((400.0, 150.0), 1.5)  # side 300 px, off-centre
+  box = crops.Box((400.0, 150.0), 1.5)  # side 300 px, off-centre
   shape = (480, 640)
   cam = np.array([[0.9, 0.05, -0.1]])
   full = inference.full_image_camera(cam, [box], shape)
@@ -104,9 +105,9 @@ def test_demo_on_two_people_with_a_converted_checkpoint(converted_checkpoint,
   loaded = inference.load_model(converted_checkpoint, body_model='default-low')
   assert loaded.kind == 'converted' and loaded.model.config.img_res == 32
   predictor = inference.Predictor(loaded.model, loaded.body_model)
-  image = inference.read_image(ASSET_IMAGE)
+  image = crops.read_image(ASSET_IMAGE)
   h, w = image.shape[:2]
-  boxes = inference.parse_bbox_flag('20,30,100,200;120,40,100,220')
+  boxes = crops.parse_bbox_flag('20,30,100,200;120,40,100,220')
   out = inference.run_on_image(predictor, image, boxes, str(tmp_path), 'demo')
   names = sorted(os.listdir(tmp_path))
   assert names == ['demo_overlay.png', 'demo_params.npz', 'demo_person0.obj',
@@ -130,12 +131,12 @@ def test_demo_on_two_people_with_a_converted_checkpoint(converted_checkpoint,
     p = params['joints'][i, 8] + params['cam_t'][i]
     uv = params['focal_length'][i] * p[:2] / p[2] + params['camera_center']
     assert np.all(np.abs(uv - box.center) < box.side / 2), (i, uv)
-  overlay = inference.read_image(str(tmp_path / 'demo_overlay.png'))
+  overlay = crops.read_image(str(tmp_path / 'demo_overlay.png'))
   assert overlay.shape == image.shape and np.any(overlay != image)
   assert out['files'][0].endswith('demo_overlay.png')
   # No box: the whole image.
   out = inference.run_on_image(
-      predictor, image, [inference.whole_image_box(image.shape)],
+      predictor, image, [crops.whole_image_box(image.shape)],
       str(tmp_path / 'whole'), 'demo', render=False)
   assert out['cam_t'].shape == (1, 3)
   with pytest.raises(FileNotFoundError, match='not a directory'):

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from spin_jax import constants
-from spin_jax import inference
+from spin_jax import crops
+from spin_jax import detector as detector_lib
 from spin_jax import keypoints
 
-ASTRONAUT = os.path.join(keypoints.ASSETS_DIR, 'astronaut.jpg')
+ASTRONAUT = os.path.join(detector_lib.ASSETS_DIR, 'astronaut.jpg')
 J = {n: i for i, n in enumerate(constants.JOINT_NAMES)}
 L = {n: i for i, n in enumerate(keypoints.LANDMARK_NAMES)}
 
@@ -24,12 +25,12 @@ LEFT_SHOULDER = (250, 190, 360, 300)
 
 @pytest.fixture(scope='module')
 def detector():
-  return keypoints.PoseDetector()
+  return detector_lib.PoseDetector()
 
 
 @pytest.fixture(scope='module')
 def astronaut():
-  return inference.read_image(ASTRONAUT)
+  return crops.read_image(ASTRONAUT)
 
 
 def _inside(xy, box):
@@ -98,7 +99,7 @@ def test_no_person_and_tiny_images(detector, kind):
            'one_pixel': np.zeros((1, 1, 3), np.uint8),
            'gray': rng.integers(0, 256, (64, 64), dtype=np.uint8)}[kind]
   assert detector(image) == []
-  assert keypoints.people_keypoints([]).shape == (0, 49, 3)
+  assert detector_lib.people_keypoints([]).shape == (0, 49, 3)
 
 
 def test_bad_images_are_rejected(detector):
@@ -132,7 +133,7 @@ def test_spin49_table():
 
 
 def test_anchors_and_weighted_nms():
-  a = keypoints.detector_anchors()
+  a = detector_lib.detector_anchors()
   assert a.shape == (2254, 2)
   np.testing.assert_allclose(a[0], [0.5 / 28, 0.5 / 28])
   np.testing.assert_allclose(a[1], a[0])  # 2 anchors per cell at stride 8
@@ -140,7 +141,7 @@ def test_anchors_and_weighted_nms():
   boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60.]])
   points = np.array([[[0., 0.]], [[3., 3.]], [[9., 9.]]])
   scores = np.array([0.6, 0.9, 0.7])
-  b, p, s = keypoints.weighted_nms(boxes, points, scores)
+  b, p, s = detector_lib.weighted_nms(boxes, points, scores)
   np.testing.assert_allclose(s, [0.9, 0.7])
   np.testing.assert_allclose(b[0], [0.6, 0, 10.6, 10])  # (0.6 * 0 + 0.9 * 1) / 1.5
   np.testing.assert_allclose(p[0, 0], [1.8, 1.8])
@@ -202,10 +203,10 @@ def test_read_coco17_annotations_and_results(tmp_path):
 def test_read_detector_format_and_arrays(tmp_path, detector, astronaut):
   people = detector(astronaut)
   path = str(tmp_path / 'astronaut_keypoints.json')
-  keypoints.write_detections(path, people, astronaut.shape[:2])
+  detector_lib.write_detections(path, people, astronaut.shape[:2])
   out, fmt = keypoints.read_keypoints_file(path)
   assert fmt == keypoints.DETECTOR_NAME
-  np.testing.assert_allclose(out, keypoints.people_keypoints(people), atol=1e-3)
+  np.testing.assert_allclose(out, detector_lib.people_keypoints(people), atol=1e-3)
   spin = np.random.default_rng(0).random((2, 49, 3)).astype(np.float32)
   for arr, want_fmt in ((spin, 'spin49'), (spin[0], 'spin49'),
                         (spin[:, :25], 'openpose_body25'),

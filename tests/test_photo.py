@@ -11,25 +11,28 @@ import numpy as np
 import pytest
 
 from spin_jax import constants
+from spin_jax import crops
+from spin_jax import detector as detector_lib
 from spin_jax import inference
 from spin_jax import keypoints
 from spin_jax import photo
 from spin_jax import priors
 from spin_jax import smpl
 from spin_jax import smpl_io
+from spin_jax import video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ASTRONAUT = os.path.join(keypoints.ASSETS_DIR, 'astronaut.jpg')
+ASTRONAUT = os.path.join(detector_lib.ASSETS_DIR, 'astronaut.jpg')
 
 
 @pytest.fixture(scope='module')
 def detector():
-  return keypoints.PoseDetector()
+  return detector_lib.PoseDetector()
 
 
 @pytest.fixture(scope='module')
 def astronaut():
-  return inference.read_image(ASTRONAUT)
+  return crops.read_image(ASTRONAUT)
 
 
 @pytest.fixture(scope='module')
@@ -109,15 +112,15 @@ def test_write_outputs(astronaut_fit, astronaut, body, tmp_path):
   assert p['vertices'].shape == (1, body.num_vertices, 3)
   np.testing.assert_allclose(p['camera_center'], [256, 256])
   # The overlay differs from the photo where the body is, not in the corner.
-  overlay = inference.read_image(str(tmp_path / 'a_overlay.png'))
+  overlay = crops.read_image(str(tmp_path / 'a_overlay.png'))
   diff = np.any(overlay != astronaut, -1)
   assert diff[200:400, 150:300].mean() > 0.5 and not diff[:40, :40].any()
 
 
 def test_tracks_and_smoothing():
-  box = lambda x: inference.Box((x, 100.0), 0.5)
+  box = lambda x: crops.Box((x, 100.0), 0.5)
   frames = [[box(100), box(400)], [box(405), box(102)], [], [box(110)]]
-  ids = photo.assign_tracks(frames)
+  ids = video.assign_tracks(frames)
   assert [list(i) for i in ids] == [[0, 1], [1, 0], [], [0]]
   rng = np.random.default_rng(0)
   t = np.array([0, 1, 2, 3, 5, 6])
@@ -125,12 +128,12 @@ def test_tracks_and_smoothing():
   pose[:, 0] = np.pi / 2 + rng.normal(0, 0.05, 6)
   trans = np.array([0.0, 0, 5]) + rng.normal(0, 0.1, (6, 3))
   betas = rng.normal(0, 1, (6, 10))
-  sp, sb, st = photo.smooth_track(t, pose, betas, trans, sigma=2.0)
+  sp, sb, st = video.smooth_track(t, pose, betas, trans, sigma=2.0)
   assert np.std(sp[:, 0]) < np.std(pose[:, 0])
   assert np.all(np.std(st, 0) < np.std(trans, 0))
   np.testing.assert_allclose(sp[:, 1:3], 0, atol=1e-5)  # same axis kept
   np.testing.assert_allclose(sb.mean(0), betas.mean(0), atol=0.3)
-  same = photo.smooth_track(t, pose, betas, trans, sigma=0.0)
+  same = video.smooth_track(t, pose, betas, trans, sigma=0.0)
   assert same[0] is pose
 
 
@@ -143,7 +146,7 @@ def test_video_with_smoothing(astronaut, body, prior, detector, tmp_path):
   writer.release()
   fn = lambda image, name: photo.reconstruct(image, body, prior, detector=detector,
                                              name=name)
-  out = photo.process_video(path, str(tmp_path / 'out'), fn, body.faces, body,
+  out = video.process_video(path, str(tmp_path / 'out'), fn, body.faces, body,
                             smooth_sigma=1.0, progress=False)
   assert out['frames'] == 5 and out['frames_with_people'] == 5
   assert out['tracks'] == 1
@@ -262,7 +265,7 @@ def test_refine_from_a_regressor(astronaut, body, prior, detector, tmp_path):
   loaded = inference.load_model(path, body_model='default-low')
   predictor = inference.Predictor(loaded.model, loaded.body_model)
   people = detector(astronaut)
-  kp = keypoints.people_keypoints(people)
+  kp = detector_lib.people_keypoints(people)
   plain = photo.reconstruct(astronaut, body, prior, keypoints=kp,
                             predictor=predictor, refine=False)
   assert not plain.fitted and list(plain.init_source) == ['regressor']

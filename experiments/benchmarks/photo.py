@@ -11,7 +11,7 @@ Images: --img_dir, or a set composed from the shipped real photo
 
 Reported (wall seconds, minimum over rounds of each image's time, summed over
 the set; medians too):
-  detector: images/s of spin_jax.keypoints.PoseDetector (people + landmarks);
+  detector: images/s of spin_jax.detector.PoseDetector (people + landmarks);
   end to end: images/s and people/s of detector + spin_jax.photo.reconstruct
     (boxes, SMPLify fast from the mean parameters with 20 + 20 steps, the
     full-image camera and the mesh), without rendering or writing;
@@ -40,8 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
 
 # pylint: disable=g-import-not-at-top
 from spin_jax import fileio
-from spin_jax import inference
-from spin_jax import keypoints
+from spin_jax import crops
+from spin_jax import detector as detector_lib
 from spin_jax import photo
 from spin_jax import priors
 from spin_jax import smpl_io
@@ -53,12 +53,12 @@ _BODY_MODEL = flags.DEFINE_string('body_model', 'default', "'default', "
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed rounds.')
 _JSON = flags.DEFINE_string('json', None, 'Also write the result JSON here.')
 
-ASTRONAUT = os.path.join(keypoints.ASSETS_DIR, 'astronaut.jpg')
+ASTRONAUT = os.path.join(detector_lib.ASSETS_DIR, 'astronaut.jpg')
 
 
 def default_images() -> dict[str, np.ndarray]:
   """The benchmark set from the shipped photo (module doc)."""
-  a = inference.read_image(ASTRONAUT)
+  a = crops.read_image(ASTRONAUT)
   frame = np.full((540, 960, 3), 90, np.uint8)
   small = cv2.resize(a, (400, 400), interpolation=cv2.INTER_AREA)
   frame[70:470, 280:680] = small
@@ -81,11 +81,11 @@ def main(argv):
   del argv
   load_before = os.getloadavg()
   if _IMG_DIR.value:
-    images = {os.path.basename(p): inference.read_image(p)
+    images = {os.path.basename(p): crops.read_image(p)
               for p in photo.list_images(_IMG_DIR.value)}
   else:
     images = default_images()
-  detector = keypoints.PoseDetector()
+  detector = detector_lib.PoseDetector()
   body_model = smpl_io.resolve_body_model(_BODY_MODEL.value)
   prior = priors.default_pose_prior()
 

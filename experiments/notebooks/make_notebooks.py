@@ -102,7 +102,7 @@ DEMO = nb([
     '''\
 import numpy as np
 from IPython.display import Image, display
-from spin_jax import inference
+from spin_jax import crops, inference
 
 WORKDIR = os.environ.get('SPIN_JAX_NOTEBOOK_WORKDIR') or os.path.join(ROOT, 'runs', 'notebook_demo')
 CHECKPOINT = os.environ.get('SPIN_JAX_CHECKPOINT', '')  # a workdir or converted SPIN dir
@@ -128,9 +128,9 @@ else:
   model, body_model = loaded.model, loaded.body_model''',
     'md:## Run on the image',
     '''\
-image = inference.read_image(IMAGE)
-boxes = (inference.parse_bbox_flag(BBOX) if BBOX
-         else [inference.whole_image_box(image.shape)])
+image = crops.read_image(IMAGE)
+boxes = (crops.parse_bbox_flag(BBOX) if BBOX
+         else [crops.whole_image_box(image.shape)])
 predictor = inference.Predictor(model, body_model)
 out = inference.run_on_image(predictor, image, boxes, os.path.join(WORKDIR, 'demo'), 'demo')
 print('camera translation in the full image (m):', out['cam_t'].round(3))

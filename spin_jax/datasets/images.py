@@ -2,7 +2,7 @@
 detector, no 3D (the paper's "unpaired" use of SPIN on unlabelled photos).
 
 manual_dir: a folder of images (.jpg, .jpeg, .png, .bmp, .webp; sorted by
-name; not recursive). The detector (spin_jax.keypoints, BlazePose) finds every
+name; not recursive). The detector (spin_jax.detector, BlazePose) finds every
 person; each person with at least 4 keypoints above confidence 0.2 is one
 example, like one LSP image:
   * openpose (25, 3): the detector's keypoints in the OpenPose BODY_25 slots
@@ -27,6 +27,7 @@ import numpy as np
 import tqdm
 
 from spin_jax import constants
+from spin_jax import detector as detector_lib
 from spin_jax import keypoints as keypoints_lib
 from spin_jax.datasets import common
 
@@ -68,7 +69,7 @@ def read_images(manual_dir: str, detector=None, progress: bool = True
   if not files:
     raise common.DatasetFormatError(
         f'{root}: no image files ({", ".join(IMAGE_EXTENSIONS)})')
-  detector = detector or keypoints_lib.PoseDetector()
+  detector = detector or detector_lib.PoseDetector()
   records = []
   for name in tqdm.tqdm(files, desc='detecting people', unit='img',
                         disable=not progress):
