@@ -37,7 +37,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import flags
 import grain
