@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's CPU figures in one go, each benchmark's JSON under DIR
+# (default experiments/results/cpu). Run on a quiet machine: every JSON
+# records the load average, and load slows torch more than XLA.
+#   bash experiments/benchmarks/run_cpu.sh [DIR]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-experiments/results/cpu}
+py=${PYTHON:-.venv/bin/python}
+mkdir -p "$out"
+run() {  # name, then the benchmark's arguments
+  local name=$1; shift
+  echo "== $name (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+  "$py" "experiments/benchmarks/$name.py" --json="$out/$name.json" "$@" | tail -1
+}
+run smpl_forward --model=random
+run smplify
+run regressor
+run train_step
