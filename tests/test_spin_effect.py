@@ -26,34 +26,41 @@ def _run(*args):
 
 @pytest.mark.slow
 def test_tiny_experiment_writes_every_number_and_resumes(tmp_path):
+  """Every setting and regime, one seed: the JSON of issue #13's shape."""
   wd, out, fig = tmp_path / 'wd', tmp_path / 'out.json', tmp_path / 'out.png'
-  common = (f'--workdir={wd}', '--settings=unpaired',
-            '--regimes=2d_only,inloop_fast')
-  r = _run(*common, f'--out={out}', f'--figure={fig}')
+  r = _run(f'--workdir={wd}', f'--out={out}', f'--figure={fig}')
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.loads(out.read_text())
   assert res['complete'] and fig.stat().st_size > 0
-  assert set(res) >= {'unpaired', 'fits_floor_pa_mpjpe', 'settings', 'machine'}
+  assert np.isfinite(res['fits_floor_pa_mpjpe']) and res['settings'] and res['machine']
   steps = spin_effect.PRESETS['tiny']['num_train_steps']
-  for regime in ('2d_only', 'inloop_fast'):
-    e = res['unpaired'][regime]
-    assert e['seeds'] == [0] and len(e['pa_mpjpe_seeds']) == 1
-    assert e['curve']['step'] == list(range(steps + 1))  # eval_every = 1
-    for key in spin_effect.CURVE_KEYS:
-      assert np.all(np.isfinite(e['curve'][key])), (regime, key)
-    assert 0 < e['pa_mpjpe'] < e['mpjpe'] < 1000
-  # No fit is ever valid supervision without SMPLify; SMPLify's start is the
-  # static table, better than the network's own guess on the wild images.
-  assert res['unpaired']['2d_only']['curve']['valid_fraction'][-1] == 0
-  assert res['unpaired']['inloop_fast']['curve']['valid_fraction'][0] > 0
+  for setting in spin_effect.SETTINGS:
+    for regime in spin_effect.REGIMES:
+      e = res[setting][regime]
+      assert e['seeds'] == [0] and len(e['pa_mpjpe_seeds']) == 1
+      assert e['pa_mpjpe_std'] == 0.0
+      assert 0 < e['pa_mpjpe'] < e['mpjpe'] < 1000 and 0 < e['pve'] < 1000
+      assert e['curve']['step'] == list(range(steps + 1))  # eval_every = 1
+      for key in spin_effect.CURVE_KEYS:
+        assert np.all(np.isfinite(e['curve'][key])), (setting, regime, key)
+    # Without SMPLify no fit is ever valid supervision; the fit regimes start
+    # from the same static table.
+    curves = {g: res[setting][g]['curve'] for g in spin_effect.REGIMES}
+    assert curves['2d_only']['valid_fraction'][-1] == 0
+    assert curves['static']['valid_fraction'][0] > 0
+    assert (curves['static']['fits_pa_mpjpe'][0] == curves['inloop']['fits_pa_mpjpe'][0]
+            == curves['inloop_fast']['fits_pa_mpjpe'][0])
+    assert set(res[setting]['differences']) == {
+        f'{a}-{b}' for a, b in spin_effect.DIFFERENCES}
   # Re-running trains nothing: the finished runs are read back, same numbers.
   again = tmp_path / 'again.json'
-  r = _run(*common, f'--out={again}', '--figure=', '--summarise_only')
+  r = _run(f'--workdir={wd}', f'--out={again}', '--figure=', '--summarise_only')
   assert r.returncode == 0, r.stderr[-3000:]
   res2 = json.loads(again.read_text())
   assert res2['complete']
-  for regime in ('2d_only', 'inloop_fast'):
-    assert res2['unpaired'][regime]['pa_mpjpe'] == res['unpaired'][regime]['pa_mpjpe']
+  for setting in spin_effect.SETTINGS:
+    for regime in spin_effect.REGIMES:
+      assert res2[setting][regime]['pa_mpjpe'] == res[setting][regime]['pa_mpjpe']
   r = _run(f'--workdir={tmp_path / "empty"}', f'--out={tmp_path / "x.json"}',
            '--summarise_only')
   assert r.returncode == 2 and 'no finished run' in r.stderr
