@@ -1,6 +1,6 @@
 r"""The SPIN effect where the paper's data situation holds.
 
-  python experiments/spin_effect.py --preset=cpu    # every run; about 2 h on 2 CPU cores
+  python experiments/spin_effect.py --preset=cpu    # 24 runs; 1 h 47 min, quiet 2-core CPU
   python experiments/spin_effect.py --preset=gpu    # one accelerator
   python experiments/spin_effect.py --preset=tiny   # seconds (tests/test_spin_effect.py)
 
@@ -148,6 +148,15 @@ def synthetic_kwargs(preset: dict) -> dict:
               image_size=preset['image_size'], seed=DATA_SEED,
               body_model=preset['body_model'], appearance='parts',
               domains='studio_wild')
+
+
+def describe(preset_name: str, preset: dict) -> dict:
+  """The JSON's 'settings': the preset and the data's two domains."""
+  return dict(preset=preset_name, **preset,
+              data=dict(synthetic_kwargs(preset),
+                        studio=dataclasses.asdict(scenes.STUDIO),
+                        wild=dataclasses.asdict(scenes.WILD)),
+              lr_schedule='cosine', data_seed=DATA_SEED)
 
 
 def base_config(preset: dict, data_dir: str, seed: int):
@@ -500,6 +509,16 @@ def summarise(results: dict, settings_info: dict, floor: dict, machine_: str) ->
       p = {r: out[setting][r]['pa_mpjpe'] for r in have}
       out[setting]['paper_order_holds'] = bool(
           p['inloop'] < p['static'] < p['2d_only'])
+  runs = [r for regimes in results.values() for seeds in regimes.values()
+          for r in seeds.values()]
+  loads = [r['mean_load'] for r in runs if 'mean_load' in r]
+  settings_info['runs'] = dict(
+      count=len(runs), total_wall_s=float(sum(r['wall_s'] for r in runs)),
+      total_cpu_s=float(sum(r.get('cpu_s', 0.0) for r in runs)),
+      wall_s_min=float(min(r['wall_s'] for r in runs)),
+      wall_s_max=float(max(r['wall_s'] for r in runs)),
+      mean_load_min=float(min(loads)) if loads else None,
+      mean_load_max=float(max(loads)) if loads else None)
   out['fits_floor_pa_mpjpe'] = floor.get('faithful')
   out['fits_floor_pa_mpjpe_fast'] = floor.get('fast')
   out['settings'] = settings_info
@@ -635,10 +654,7 @@ def run_experiment(preset_name: str, workdir: str, out_path: str,
     floor = json.load(f)
 
   results = {s: {r: {} for r in regimes} for s in settings}
-  settings_info = dict(preset=preset_name, **{k: v for k, v in preset.items()},
-                       data=dict(synth, studio=dataclasses.asdict(scenes.STUDIO),
-                                 wild=dataclasses.asdict(scenes.WILD)),
-                       lr_schedule='cosine', data_seed=DATA_SEED)
+  settings_info = describe(preset_name, preset)
   for seed in seeds:
     base = base_config(preset, data_dir, seed)
     static_dir = os.path.join(workdir, 'static_fits', f'seed{seed}')
@@ -664,8 +680,6 @@ def run_experiment(preset_name: str, workdir: str, out_path: str,
         out['complete'] = False
         fileio.atomic_write_json(out_path, out, indent=1)
   out['complete'] = True
-  out['settings']['total_run_wall_s'] = float(sum(
-      r['wall_s'] for rs in results.values() for g in rs.values() for r in g.values()))
   fileio.atomic_write_json(out_path, out, indent=1)
   if figure_path:
     plot(out, figure_path)
@@ -694,8 +708,8 @@ def _summarise_finished(workdir, out_path, figure_path, preset_name, preset,
   if os.path.isfile(floor_path):
     with open(floor_path) as f:
       floor = json.load(f)
-  info = dict(preset=preset_name, **preset, lr_schedule='cosine',
-              data_seed=DATA_SEED, runs_finished=done, runs_planned=wanted)
+  info = dict(describe(preset_name, preset), runs_finished=done,
+              runs_planned=wanted)
   out = summarise(finished, info, floor, machine())
   out['complete'] = done == wanted
   fileio.atomic_write_json(out_path, out, indent=1)

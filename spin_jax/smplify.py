@@ -18,8 +18,10 @@ Modes (SMPLifyConfig.mode):
     solve of the (82, 82) damped normal equations with the Jacobian in closed
     form (spin_jax.joints_jacobian: the pose columns along the kinematic
     chain, priors written down), residuals and Jacobian from one pass. On the
-    benchmark (experiments/benchmarks/smplify.py, 2-core CPU) that reaches a
-    lower objective than 'faithful' in about a fifth of its time. Also:
+    benchmark (experiments/benchmarks/smplify.py, 2-core CPU, default body
+    model) that reaches a lower objective than 'faithful' in about a fifth of
+    its time; on an SMPL-sized model with pose correctives 5 + 4 steps can end
+    above it (README, Known gaps). Also:
     'levenberg_marquardt' / 'gauss_newton' (jaxopt, the same analytic
     Jacobian; jaxopt evaluates residuals and Jacobian separately, ~1.5x
     slower) and 'levenberg_marquardt_cg' (matrix-free: conjugate gradients on

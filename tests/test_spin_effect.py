@@ -58,6 +58,11 @@ def test_tiny_experiment_writes_every_number_and_resumes(tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   res2 = json.loads(again.read_text())
   assert res2['complete']
+  # Both paths describe the same settings and count the same 8 runs.
+  assert res2['settings']['data'] == res['settings']['data']
+  runs = res2['settings']['runs']
+  assert runs == res['settings']['runs'] and runs['count'] == 8
+  assert runs['wall_s_min'] <= runs['total_wall_s'] / 8 <= runs['wall_s_max']
   for setting in spin_effect.SETTINGS:
     for regime in spin_effect.REGIMES:
       assert res2[setting][regime]['pa_mpjpe'] == res[setting][regime]['pa_mpjpe']

@@ -1,6 +1,6 @@
 r"""Photo benchmark: the bundled detector, and photo -> fitted 3D body end to end.
 
-  python experiments/benchmarks/photo.py --json experiments/results/photo.json
+  python experiments/benchmarks/photo.py --json experiments/results/cpu/photo.json
   python experiments/benchmarks/photo.py --img_dir ~/photos
 
 Images: --img_dir, or a set composed from the shipped real photo

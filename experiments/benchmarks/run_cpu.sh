@@ -11,9 +11,12 @@ mkdir -p "$out"
 run() {  # name, then the benchmark's arguments
   local name=$1; shift
   echo "== $name (load $(cut -d' ' -f1 /proc/loadavg))" >&2
-  "$py" "experiments/benchmarks/$name.py" --json="$out/$name.json" "$@" | tail -1
+  local json=${JSON_NAME:-$name}
+  "$py" "experiments/benchmarks/$name.py" --json="$out/$json.json" "$@" | tail -1
 }
 run smpl_forward --model=random
 run smplify
+JSON_NAME=smplify_random_smpl run smplify --body_model=random-smpl
 run regressor
 run train_step
+run photo
