@@ -35,6 +35,10 @@ REGIMES (same data, budget and seeds)
                the current prediction; the table, starting from the static
                fits as SPIN's does, keeps the better fit per sample.
   inloop_fast  the same with our SMPLify 'fast' (Levenberg-Marquardt, 5 + 4).
+A diagnostic, run only when named (--regimes=static_loopfits, after inloop):
+  static_loopfits  static, but frozen at the final fits table of the inloop
+               run of the same setting and seed: do better targets, by
+               themselves, reach the network?
 
 MEASURED at every evaluation (config eval_every):
   test_pa_mpjpe / test_mpjpe   the network on (a fixed part of) the test set;
@@ -94,6 +98,8 @@ from spin_jax.datasets import synthetic
 
 SETTINGS = ('paired', 'unpaired')
 REGIMES = ('2d_only', 'static', 'inloop', 'inloop_fast')
+EXTRA_REGIMES = ('static_loopfits',)  # diagnostics, run only when named
+ALL_REGIMES = REGIMES + EXTRA_REGIMES
 DATA_SEED = 0
 CURVE_KEYS = ('test_pa_mpjpe', 'test_mpjpe', 'fits_pa_mpjpe', 'fits_mpjpe',
               'net_train2d_pa_mpjpe', 'fits_subset_pa_mpjpe', 'valid_fraction')
@@ -199,7 +205,7 @@ def run_config(base, setting: str, regime: str, static_dir: str):
     c.run_smplify = False
     c.fits_init = 'mean'
     c.fit_threshold = 0.0  # losses >= 0: no fit is ever valid supervision
-  elif regime == 'static':
+  elif regime in ('static', 'static_loopfits'):
     c.run_smplify = False
     c.fits_init = 'static'
     c.static_fits_dir = static_dir
@@ -209,7 +215,7 @@ def run_config(base, setting: str, regime: str, static_dir: str):
     c.static_fits_dir = static_dir
     c.smplify.mode = 'faithful' if regime == 'inloop' else 'fast'
   else:
-    raise ValueError(f'--regimes: unknown {regime!r}; expected {REGIMES}.')
+    raise ValueError(f'--regimes: unknown {regime!r}; expected one of {ALL_REGIMES}.')
   return c
 
 
@@ -530,7 +536,8 @@ def summarise(results: dict, settings_info: dict, floor: dict, machine_: str) ->
 # Seeds share the data, the initialisation and the sampling order, so the
 # per-seed difference removes the spread between seeds that the means carry.
 DIFFERENCES = (('static', '2d_only'), ('inloop', '2d_only'), ('inloop', 'static'),
-               ('inloop_fast', 'static'), ('inloop_fast', 'inloop'))
+               ('inloop_fast', 'static'), ('inloop_fast', 'inloop'),
+               ('static_loopfits', 'static'), ('static_loopfits', 'inloop'))
 
 
 def seed_differences(regimes: dict) -> dict:
@@ -552,7 +559,7 @@ def markdown_table(out: dict) -> str:
   lines = ['| setting | regime | PA-MPJPE (mm) | MPJPE | PVE | fits PA-MPJPE start -> end | '
            'valid fits end |', '|---|---|---|---|---|---|---|']
   for setting in SETTINGS:
-    for regime in REGIMES:
+    for regime in ALL_REGIMES:
       e = out.get(setting, {}).get(regime)
       if not e:
         continue
@@ -571,9 +578,10 @@ def plot(out: dict, path: str) -> None:
   settings = [s for s in SETTINGS if s in out]
   fig, axes = plt.subplots(len(settings), 2, figsize=(11, 3.6 * len(settings)),
                            squeeze=False)
-  colours = dict(zip(REGIMES, ('tab:grey', 'tab:blue', 'tab:red', 'tab:orange')))
+  colours = dict(zip(ALL_REGIMES, ('tab:grey', 'tab:blue', 'tab:red',
+                                   'tab:orange', 'tab:green')))
   for row, setting in zip(axes, settings):
-    for regime in REGIMES:
+    for regime in ALL_REGIMES:
       e = out[setting].get(regime)
       if not e:
         continue
@@ -610,21 +618,37 @@ def machine() -> str:
 
 
 # ---------------------------------------------------------------- main
+def loopfits_dir(workdir: str, setting: str, seed: int) -> str:
+  """Where the inloop run of (setting, seed) leaves its final fits table."""
+  return os.path.join(workdir, setting, 'inloop', f'seed{seed}', 'fits')
+
+
 def run_experiment(preset_name: str, workdir: str, out_path: str,
                    figure_path: str = '', settings=SETTINGS, regimes=REGIMES,
                    seeds=None, fresh: bool = False,
                    summarise_only: bool = False) -> dict:
-  """Runs (or resumes) every (seed, setting, regime); writes the JSON."""
+  """Runs (or resumes) every (seed, setting, regime); writes the JSON of
+  every run finished in workdir (also those of earlier calls)."""
   preset = dict(PRESETS[preset_name])
   seeds = tuple(int(s) for s in (seeds or preset['seeds']))
   workdir = os.path.abspath(workdir)
+  floor_path = os.path.join(workdir, 'fits_floor.json')
   if summarise_only:
-    results = {s: {r: {} for r in regimes} for s in settings}
-    return _summarise_finished(workdir, out_path, figure_path, preset_name,
-                               preset, results, seeds,
-                               os.path.join(workdir, 'fits_floor.json'))
+    return write_summary(workdir, out_path, figure_path, preset_name, preset,
+                         seeds, floor_path)
+  regimes = [r for r in ALL_REGIMES if r in regimes] + [
+      r for r in regimes if r not in ALL_REGIMES]  # unknown: run_config says
   if fresh and os.path.isdir(workdir):
     shutil.rmtree(workdir)
+  if 'static_loopfits' in regimes and 'inloop' not in regimes:
+    for setting in settings:
+      for seed in seeds:
+        if not os.path.isfile(os.path.join(os.path.dirname(
+            loopfits_dir(workdir, setting, seed)), 'result.json')):
+          raise ValueError(
+              f'--regimes=static_loopfits needs the finished inloop run of '
+              f'{setting} seed {seed} in --workdir {workdir!r} (add '
+              '--regimes=inloop, or run it first).')
   os.makedirs(workdir, exist_ok=True)
   # Runs of the same regime compile the same programs: keep them on disk.
   jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'jax_cache'))
@@ -646,15 +670,11 @@ def run_experiment(preset_name: str, workdir: str, out_path: str,
   print('scanning the data ...', flush=True)
   wild = scan([(n, src) for n, src in sources if n == 'synthetic-2d'], res, keep_images=preset['probe_size'])
   test = scan(test_sources, res, keep_images=preset['num_test'])
-  floor_path = os.path.join(workdir, 'fits_floor.json')
   if not os.path.isfile(floor_path):
     fileio.atomic_write_json(floor_path, fits_floor(
         body_model, prior, wild, preset['eval_batch_size']))
-  with open(floor_path) as f:
-    floor = json.load(f)
 
-  results = {s: {r: {} for r in regimes} for s in settings}
-  settings_info = describe(preset_name, preset)
+  this_call = {}
   for seed in seeds:
     base = base_config(preset, data_dir, seed)
     static_dir = os.path.join(workdir, 'static_fits', f'seed{seed}')
@@ -664,32 +684,26 @@ def run_experiment(preset_name: str, workdir: str, out_path: str,
       for regime in regimes:
         run_dir = os.path.join(workdir, setting, regime, f'seed{seed}')
         print(f'== {setting} / {regime} / seed {seed}', flush=True)
-        config = run_config(base, setting, regime, static_dir)
-        results[setting][regime][seed] = run_one(
-            run_dir, config, sources, test, wild, wild_offset, preset, mesh,
-            body_model, prior)
-        r = results[setting][regime][seed]
+        config = run_config(base, setting, regime,
+                            loopfits_dir(workdir, setting, seed)
+                            if regime == 'static_loopfits' else static_dir)
+        r = run_one(run_dir, config, sources, test, wild, wild_offset, preset,
+                    mesh, body_model, prior)
         print(f'   PA-MPJPE {r["pa_mpjpe"]:.1f}, MPJPE {r["mpjpe"]:.1f}, '
               f'{r["wall_s"]:.0f} s', flush=True)
-        settings_info['wall_s_this_call'] = time.time() - t_start
-        settings_info['cpu_s_this_call'] = time.process_time() - cpu_start
-        partial = {s: {g: v for g, v in rs.items() if v}
-                   for s, rs in results.items()}
-        out = summarise({s: rs for s, rs in partial.items() if rs},
-                        settings_info, floor, machine())
-        out['complete'] = False
-        fileio.atomic_write_json(out_path, out, indent=1)
-  out['complete'] = True
-  fileio.atomic_write_json(out_path, out, indent=1)
-  if figure_path:
-    plot(out, figure_path)
-  print(markdown_table(out))
-  return out
+        this_call = dict(wall_s_this_call=time.time() - t_start,
+                         cpu_s_this_call=time.process_time() - cpu_start)
+        write_summary(workdir, out_path, '', preset_name, preset, seeds,
+                      floor_path, this_call, quiet=True)
+  return write_summary(workdir, out_path, figure_path, preset_name, preset,
+                       seeds, floor_path, this_call)
 
 
-def _summarise_finished(workdir, out_path, figure_path, preset_name, preset,
-                        results, seeds, floor_path) -> dict:
-  """The JSON and figure of the finished runs in workdir; trains nothing."""
+def write_summary(workdir, out_path, figure_path, preset_name, preset, seeds,
+                  floor_path, extra_info=None, quiet=False) -> dict:
+  """The JSON (and figure) of every run finished in workdir: all settings,
+  regimes (diagnostics included) and the given seeds; trains nothing."""
+  results = {s: {r: {} for r in ALL_REGIMES} for s in SETTINGS}
   for setting, regimes in results.items():
     for regime in regimes:
       for seed in seeds:
@@ -697,11 +711,11 @@ def _summarise_finished(workdir, out_path, figure_path, preset_name, preset,
         if os.path.isfile(path):
           with open(path) as f:
             regimes[regime][seed] = json.load(f)
-  wanted = sum(len(r) for r in results.values()) * len(seeds)
+  wanted = len(SETTINGS) * len(REGIMES) * len(seeds)
   finished = {s: {g: v for g, v in rs.items() if v} for s, rs in results.items()}
   finished = {s: rs for s, rs in finished.items() if rs}
-  done = sum(len(v) for rs in finished.values() for v in rs.values())
-  if not done:
+  done = sum(len(finished.get(s, {}).get(g, {})) for s in SETTINGS for g in REGIMES)
+  if not finished:
     raise FileNotFoundError(f'--workdir {workdir!r}: no finished run '
                             '(<setting>/<regime>/seed<k>/result.json).')
   floor = {}
@@ -709,13 +723,14 @@ def _summarise_finished(workdir, out_path, figure_path, preset_name, preset,
     with open(floor_path) as f:
       floor = json.load(f)
   info = dict(describe(preset_name, preset), runs_finished=done,
-              runs_planned=wanted)
+              runs_planned=wanted, **(extra_info or {}))
   out = summarise(finished, info, floor, machine())
   out['complete'] = done == wanted
   fileio.atomic_write_json(out_path, out, indent=1)
   if figure_path:
     plot(out, figure_path)
-  print(markdown_table(out))
+  if not quiet:
+    print(markdown_table(out))
   return out
 
 
