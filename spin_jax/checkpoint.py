@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import threading
 import time
 from typing import Any
 
@@ -96,17 +98,23 @@ class Checkpointer:
     cfg = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else (
         config or {})
     try:
-      self.manager.save(step, args=ocp.args.Composite(
-          model=ocp.args.StandardSave(model),
-          train=ocp.args.StandardSave(train),
-          data=ocp.args.JsonSave(data_state or {}),
-          config=ocp.args.JsonSave(json.loads(json.dumps(cfg, default=str)))),
-          force=True)
-      self.manager.wait_until_finished()
+      with _HoldOtherThreadsStderr() as held:
+        self._save(step, model, train, data_state, cfg)
     except Exception as e:  # orbax wraps OSErrors in several layers
-      raise CheckpointError(
+      error = CheckpointError(
           f'could not save step {step} in {self.directory} ({_root_cause(e)}); '
-          f'the previous checkpoint (step {self.latest_step()}) is kept.') from e
+          f'the previous checkpoint (step {self.latest_step()}) is kept.')
+      error.background_output = held.text
+      raise error from e
+
+  def _save(self, step, model, train, data_state, cfg) -> None:
+    self.manager.save(step, args=ocp.args.Composite(
+        model=ocp.args.StandardSave(model),
+        train=ocp.args.StandardSave(train),
+        data=ocp.args.JsonSave(data_state or {}),
+        config=ocp.args.JsonSave(json.loads(json.dumps(cfg, default=str)))),
+        force=True)
+    self.manager.wait_until_finished()
 
   def restore(self, abstract_model: Any, abstract_train: Any | None = None,
               step: int | None = None) -> dict:
@@ -203,6 +211,54 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+class _HoldOtherThreadsStderr:
+  """Holds back what other threads write to sys.stderr while a save runs.
+
+  When one write of a save fails, orbax closes its event loop while
+  tensorstore's other writes are still in flight; their callbacks then print
+  'RuntimeError: Event loop is closed' tracebacks from tensorstore's threads,
+  interleaved with our one-line error. So: the calling thread writes through;
+  other threads' text is held, written out after a successful save, and after
+  a failed one (given a moment to arrive) kept in `text` for --verbose.
+  """
+  GRACE_S = 0.5
+
+  def __init__(self):
+    self._owner = threading.get_ident()
+    self._held: list[str] = []
+    self._lock = threading.Lock()
+    self.text = ''
+
+  def __enter__(self):
+    self._real = sys.stderr
+    sys.stderr = self
+    return self
+
+  def write(self, text: str) -> int:
+    if threading.get_ident() == self._owner:
+      return self._real.write(text)
+    with self._lock:
+      self._held.append(text)
+    return len(text)
+
+  def flush(self) -> None:
+    self._real.flush()
+
+  def __getattr__(self, name):
+    return getattr(self._real, name)
+
+  def __exit__(self, exc_type, exc, tb) -> bool:
+    if exc_type is not None:
+      time.sleep(self.GRACE_S)
+    if sys.stderr is self:
+      sys.stderr = self._real
+    with self._lock:
+      self.text = ''.join(self._held)
+    if exc_type is None and self.text:
+      self._real.write(self.text)
+    return False
 
 
 def _root_cause(e: BaseException) -> str:

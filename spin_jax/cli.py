@@ -152,6 +152,7 @@ def run(main: Callable[[list[str]], int | None]) -> None:
     except Exception as e:  # pylint: disable=broad-except
       if verbose():
         traceback.print_exc()
+        sys.stderr.write(getattr(e, 'background_output', ''))
       line = error_line(e)
       if not isinstance(e, _USER_ERRORS) and not verbose():
         line += ' (an internal error: please report it with the output of --verbose)'

@@ -1,6 +1,9 @@
 """Kill-and-resume: a resumed run continues exactly as if it had never stopped."""
+import io
 import os
 import shutil
+import sys
+import threading
 
 import pytest
 
@@ -130,3 +133,29 @@ def test_resuming_with_another_backbone_is_one_clear_error(tmp_path):
                              train_data=tl.make_data(cfg, bm))
   assert os.listdir(os.path.join(wd, 'checkpoints')) == ['2']
   assert not os.path.exists(os.path.join(wd, 'checkpoints_unreadable'))
+
+
+def _write_from_another_thread(text):
+  t = threading.Thread(target=lambda: sys.stderr.write(text))
+  t.start()
+  t.join()
+
+
+def test_save_holds_other_threads_stderr(monkeypatch):
+  """During a save, other threads' stderr (tensorstore's 'Event loop is
+  closed' after a failed write) is held: written after a success, kept for
+  --verbose after a failure; the calling thread writes through."""
+  real = io.StringIO()
+  monkeypatch.setattr(sys, 'stderr', real)
+  monkeypatch.setattr(ckpt_lib._HoldOtherThreadsStderr, 'GRACE_S', 0.0)
+  with ckpt_lib._HoldOtherThreadsStderr() as held:
+    sys.stderr.write('main 1\n')
+    _write_from_another_thread('worker 1\n')
+    assert real.getvalue() == 'main 1\n'
+  assert real.getvalue() == 'main 1\nworker 1\n' and sys.stderr is real
+  with pytest.raises(OSError):
+    with ckpt_lib._HoldOtherThreadsStderr() as held:
+      _write_from_another_thread('RuntimeError: Event loop is closed\n')
+      raise OSError('disk full')
+  assert real.getvalue() == 'main 1\nworker 1\n' and sys.stderr is real
+  assert held.text == 'RuntimeError: Event loop is closed\n'
