@@ -618,9 +618,14 @@ def machine() -> str:
 
 
 # ---------------------------------------------------------------- main
+def run_path(workdir: str, setting: str, regime: str, seed: int) -> str:
+  """The folder of one run; its result.json marks it finished."""
+  return os.path.join(workdir, setting, regime, f'seed{seed}')
+
+
 def loopfits_dir(workdir: str, setting: str, seed: int) -> str:
   """Where the inloop run of (setting, seed) leaves its final fits table."""
-  return os.path.join(workdir, setting, 'inloop', f'seed{seed}', 'fits')
+  return os.path.join(run_path(workdir, setting, 'inloop', seed), 'fits')
 
 
 def run_experiment(preset_name: str, workdir: str, out_path: str,
@@ -643,8 +648,8 @@ def run_experiment(preset_name: str, workdir: str, out_path: str,
   if 'static_loopfits' in regimes and 'inloop' not in regimes:
     for setting in settings:
       for seed in seeds:
-        if not os.path.isfile(os.path.join(os.path.dirname(
-            loopfits_dir(workdir, setting, seed)), 'result.json')):
+        if not os.path.isfile(os.path.join(
+            run_path(workdir, setting, 'inloop', seed), 'result.json')):
           raise ValueError(
               f'--regimes=static_loopfits needs the finished inloop run of '
               f'{setting} seed {seed} in --workdir {workdir!r} (add '
@@ -682,7 +687,7 @@ def run_experiment(preset_name: str, workdir: str, out_path: str,
                 preset['eval_batch_size'])
     for setting in settings:
       for regime in regimes:
-        run_dir = os.path.join(workdir, setting, regime, f'seed{seed}')
+        run_dir = run_path(workdir, setting, regime, seed)
         print(f'== {setting} / {regime} / seed {seed}', flush=True)
         config = run_config(base, setting, regime,
                             loopfits_dir(workdir, setting, seed)
@@ -707,7 +712,7 @@ def write_summary(workdir, out_path, figure_path, preset_name, preset, seeds,
   for setting, regimes in results.items():
     for regime in regimes:
       for seed in seeds:
-        path = os.path.join(workdir, setting, regime, f'seed{seed}', 'result.json')
+        path = os.path.join(run_path(workdir, setting, regime, seed), 'result.json')
         if os.path.isfile(path):
           with open(path) as f:
             regimes[regime][seed] = json.load(f)
