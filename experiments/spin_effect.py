@@ -641,8 +641,12 @@ def run_experiment(preset_name: str, workdir: str, out_path: str,
   if summarise_only:
     return write_summary(workdir, out_path, figure_path, preset_name, preset,
                          seeds, floor_path)
-  regimes = [r for r in ALL_REGIMES if r in regimes] + [
-      r for r in regimes if r not in ALL_REGIMES]  # unknown: run_config says
+  for flag, given, known in (('settings', settings, SETTINGS),
+                             ('regimes', regimes, ALL_REGIMES)):
+    unknown = [g for g in given if g not in known]
+    if unknown:  # before any data is built
+      raise ValueError(f'--{flag}: unknown {unknown}; expected some of {known}.')
+  regimes = [r for r in ALL_REGIMES if r in regimes]  # inloop before static_loopfits
   if fresh and os.path.isdir(workdir):
     shutil.rmtree(workdir)
   if 'static_loopfits' in regimes and 'inloop' not in regimes:

@@ -73,6 +73,10 @@ def test_tiny_experiment_writes_every_number_and_resumes(tmp_path):
   r = _run(f'--workdir={tmp_path / "empty"}', f'--out={tmp_path / "x.json"}',
            '--regimes=static_loopfits')
   assert r.returncode == 2 and 'needs the finished inloop run' in r.stderr
+  r = _run(f'--workdir={tmp_path / "empty"}', f'--out={tmp_path / "x.json"}',
+           '--regimes=inloop,bogus')
+  assert r.returncode == 2 and "--regimes: unknown ['bogus']" in r.stderr
+  assert not (tmp_path / 'empty').exists() and not (tmp_path / 'x.json').exists()
 
   # The diagnostic: static, frozen at the inloop run's final table. Its
   # table at step 0 is that table, measured the same way; the JSON keeps
