@@ -31,8 +31,9 @@ try:  # config_flags reads the command line (and flagfiles) right here
       'config', os.path.join(os.path.dirname(__file__), 'configs', 'default.py'),
       'Training configuration file (":tiny" suffix for the test setting).',
       lock_config=True)
-except flags.Error as e:
-  cli.flag_error(e)
+except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+  # A misspelt or ill-typed --config.FIELD fails here, before app.run.
+  cli.config_flag_error(e)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, logs, fits.',
                                required=True)
 _DISTRIBUTED = flags.DEFINE_bool(

@@ -44,9 +44,11 @@ _USER_ERRORS = (ValueError, OSError, KeyError, LookupError, app.UsageError,
                 FloatingPointError, RuntimeError)
 EXIT_INTERRUPTED = 130
 # XLA:CPU flags the entry points set (experiments/benchmarks/regressor.py):
-# without YNNPACK fusions, ResNet-50 inference ran 3.1x torch's speed on the
-# 2-core development CPU, against 1.8x with jax's defaults.
-CPU_XLA_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=',)
+# YNNPACK for reductions only. jax's default YNNPACK fusions (dots,
+# elementwise) made ResNet-50 inference 1.8x slower; with none at all,
+# XLA's own column reductions made BatchNorm's statistics 8x slower than
+# YNNPACK's (113 vs 13 ms per 56x56x256 map, spin_jax/layers.py).
+CPU_XLA_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=reduce',)
 # Distributions whose presence means jax will run on an accelerator.
 _ACCELERATOR_PLUGINS = ('jax-cuda12-plugin', 'jax-cuda13-plugin', 'jax-rocm',
                         'jax-rocm60-plugin', 'jax-rocm7-plugin', 'libtpu',
@@ -127,6 +129,23 @@ def flag_error(e: Exception):
   """Exits with one line for a flags error (a bad flag, a missing flagfile)."""
   sys.stderr.write(error_line(e) + ' (see --helpshort)\n')
   sys.exit(EXIT_ERROR)
+
+
+def config_flag_error(e: Exception):
+  """Exits with one line for a bad --config.FIELD override (ml_collections
+  raises it while the flag is defined, as an AttributeError around a KeyError
+  whose text holds its 'Did you mean ...?')."""
+  while isinstance(e, Exception) and e.args and isinstance(e.args[0], Exception):
+    e = e.args[0]
+  text = str(e.args[0]) if e.args else str(e)
+  text = text.replace('\\n', ' ').replace('\\\'', "'").strip('\'" ')
+  if 'Did you mean' in text:
+    field, _, hint = text.partition('Did you mean')
+    field = field.strip().strip('\'"')
+    text = f"--config: no field '{field}'. Did you mean{hint}"
+  else:
+    text = f'--config: {text}'
+  flag_error(ValueError(text))
 
 
 def _parse_flags(argv):

@@ -44,6 +44,7 @@ from flax import nnx
 
 from spin_jax import camera
 from spin_jax import constants
+from spin_jax import layers
 from spin_jax import smpl
 from spin_jax.rotations import rot6d_to_matrix
 
@@ -66,7 +67,8 @@ RESNET_LAYOUTS = {
 }
 
 
-COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16,
+                  'float64': jnp.float64}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +83,11 @@ class ModelConfig:
     dropout: dropout rate after fc1 and fc2 of the head.
     num_iterations: IEF iterations.
     hidden_dim: width of fc1 and fc2.
-    dtype: compute dtype, 'float32' or 'bfloat16' (parameters stay float32).
+    dtype: compute dtype: 'float32', 'bfloat16' (parameters stay float32)
+      or 'float64' (parameters too; needs jax_enable_x64).
+    layers: 'auto' (spin_jax.layers' hand-written gradients in training on
+      the backends where they are faster: XLA:CPU), 'fast' or 'native'
+      (autodiff of flax's Conv and BatchNorm). Same function either way.
   """
   backbone: str = 'resnet50'
   img_res: int = constants.IMG_RES
@@ -89,6 +95,7 @@ class ModelConfig:
   num_iterations: int = 3
   hidden_dim: int = 1024
   dtype: str = 'float32'
+  layers: str = 'auto'
 
   def __post_init__(self):
     if self.backbone not in RESNET_LAYOUTS:
@@ -102,10 +109,18 @@ class ModelConfig:
     if self.dtype not in COMPUTE_DTYPES:
       raise ValueError(f'--config.model.dtype={self.dtype!r}: expected one of '
                        f'{sorted(COMPUTE_DTYPES)}.')
+    if self.dtype == 'float64' and not jax.config.jax_enable_x64:
+      raise ValueError("--config.model.dtype='float64' needs 64-bit jax: set "
+                       'JAX_ENABLE_X64=1 (or jax_enable_x64) first.')
+    layers.use_fast_layers(self.layers)  # validates the choice
 
   @property
   def compute_dtype(self):
     return COMPUTE_DTYPES[self.dtype]
+
+  @property
+  def param_dtype(self):
+    return jnp.float64 if self.dtype == 'float64' else jnp.float32
 
   @classmethod
   def create(cls, config: Any = None) -> 'ModelConfig':
@@ -180,18 +195,52 @@ class MeanParam(nnx.Variable):
 _conv_init = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
+def _param_dtype(dtype):
+  # float64 networks hold float64 parameters; the others float32.
+  return jnp.float64 if dtype == jnp.float64 else jnp.float32
+
+
 def _conv(cin, cout, kernel, stride, padding, rngs, dtype=jnp.float32):
   pad = ((padding, padding), (padding, padding))
   return nnx.Conv(cin, cout, (kernel, kernel), strides=(stride, stride),
                   padding=pad, use_bias=False, kernel_init=_conv_init,
-                  dtype=dtype, rngs=rngs)
+                  dtype=dtype, param_dtype=_param_dtype(dtype), rngs=rngs)
 
 
 def _bn(features, rngs, dtype=jnp.float32):
   # PyTorch momentum 0.1 == flax momentum 0.9; eps 1e-5 as in PyTorch. With a
   # bfloat16 dtype, flax still reduces the statistics in float32.
   return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                       rngs=rngs)
+                       param_dtype=_param_dtype(dtype), rngs=rngs)
+
+
+def conv_apply(conv: nnx.Conv, x, fast: bool):
+  """conv(x), through spin_jax.layers' gradients when `fast`."""
+  if not fast:
+    return conv(x)
+  kernel = conv.kernel[...].astype(conv.dtype)
+  return layers.conv2d(x.astype(conv.dtype), kernel, conv.strides[0],
+                       conv.padding[0][0])
+
+
+def bn_apply(bn: nnx.BatchNorm, x, fast: bool):
+  """bn(x), through spin_jax.layers' gradients when `fast` and training.
+
+  Updates the running statistics exactly as flax's BatchNorm does.
+  """
+  if not fast or bn.use_running_average:
+    return bn(x)
+  dtype = bn.dtype
+  # flax casts the affine parameters to the compute dtype first.
+  scale, bias = bn.scale[...].astype(dtype), bn.bias[...].astype(dtype)
+  y, mean, var = layers.batch_norm_train(x.astype(dtype), scale, bias,
+                                         bn.epsilon)
+  m = bn.momentum
+  for stat, batch in ((bn.mean, mean), (bn.var, var)):
+    running = stat[...]
+    stat[...] = jax.lax.stop_gradient(
+        m * running + (1 - m) * batch).astype(running.dtype)
+  return y
 
 
 class BasicBlock(nnx.Module):
@@ -215,15 +264,18 @@ class BasicBlock(nnx.Module):
     else:
       self.downsample_conv = self.downsample_bn = None
 
-  def _shortcut(self, x):
+  def _conv_bn(self, conv, bn, x, fast):
+    return bn_apply(bn, conv_apply(conv, x, fast), fast)
+
+  def _shortcut(self, x, fast):
     if self.downsample_conv is None:
       return x
-    return self.downsample_bn(self.downsample_conv(x))
+    return self._conv_bn(self.downsample_conv, self.downsample_bn, x, fast)
 
-  def __call__(self, x):
-    y = nnx.relu(self.bn1(self.conv1(x)))
-    y = self.bn2(self.conv2(y))
-    return nnx.relu(y + self._shortcut(x))
+  def __call__(self, x, fast: bool = False):
+    y = nnx.relu(self._conv_bn(self.conv1, self.bn1, x, fast))
+    y = self._conv_bn(self.conv2, self.bn2, y, fast)
+    return nnx.relu(y + self._shortcut(x, fast))
 
 
 class Bottleneck(BasicBlock):
@@ -241,11 +293,11 @@ class Bottleneck(BasicBlock):
     self.bn3 = _bn(cout, rngs, dtype)
     self._init_shortcut(cin, cout, stride, rngs, dtype)
 
-  def __call__(self, x):
-    y = nnx.relu(self.bn1(self.conv1(x)))
-    y = nnx.relu(self.bn2(self.conv2(y)))
-    y = self.bn3(self.conv3(y))
-    return nnx.relu(y + self._shortcut(x))
+  def __call__(self, x, fast: bool = False):
+    y = nnx.relu(self._conv_bn(self.conv1, self.bn1, x, fast))
+    y = nnx.relu(self._conv_bn(self.conv2, self.bn2, y, fast))
+    y = self._conv_bn(self.conv3, self.bn3, y, fast)
+    return nnx.relu(y + self._shortcut(x, fast))
 
 
 # Backends on which the stem's max pool is 9 strided slices (XLA:CPU, where
@@ -261,6 +313,7 @@ def max_pool_3x3_s2(x):
   and its gradient (elementwise selects) runs ~5x faster there than
   reduce_window's select_and_scatter. Ties split the gradient where PyTorch
   picks one element; after the ReLU ties are zeros, whose gradient is 0.
+  (In training with the fast layers, layers.max_pool_3x3_s2 instead.)
   """
   if jax.default_backend() not in SLICE_MAX_POOL_BACKENDS:
     pad = ((0, 0), (1, 1), (1, 1), (0, 0))
@@ -278,15 +331,19 @@ def max_pool_3x3_s2(x):
 
 
 class ResNet(nnx.Module):
-  """torchvision ResNet without the classifier: (B,H,W,3) -> (B,C) features."""
+  """torchvision ResNet without the classifier: (B,H,W,3) -> (B,C) features.
+
+  `layers` ('auto', 'fast', 'native'): see ModelConfig.layers.
+  """
 
   def __init__(self, name: str = 'resnet50', *, rngs: nnx.Rngs,
-               dtype=jnp.float32):
+               dtype=jnp.float32, layers: str = 'auto'):
     if name not in RESNET_LAYOUTS:
       raise ValueError(f'backbone {name!r}: expected one of '
                        f'{sorted(RESNET_LAYOUTS)}.')
     depths, bottleneck = RESNET_LAYOUTS[name]
     block = Bottleneck if bottleneck else BasicBlock
+    self.layers = layers
     self.conv1 = _conv(3, 64, 7, 2, 3, rngs, dtype)
     self.bn1 = _bn(64, rngs, dtype)
     cin = 64
@@ -300,12 +357,18 @@ class ResNet(nnx.Module):
     self.num_features = cin
 
   def __call__(self, x):  # (B,H,W,3) -> (B,C)
+    # The hand-written gradients only where they pay: training (inference
+    # keeps XLA's native forms), on the backends chosen by `layers`.
+    fast = (not self.bn1.use_running_average and
+            layers.use_fast_layers(self.layers))
     x = x.astype(self.conv1.dtype)
-    x = max_pool_3x3_s2(nnx.relu(self.bn1(self.conv1(x))))
+    x = nnx.relu(bn_apply(self.bn1, conv_apply(self.conv1, x, fast), fast))
+    x = layers.max_pool_3x3_s2(x) if fast else max_pool_3x3_s2(x)
     for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
       for blk in stage:
-        x = blk(x)
-    return jnp.mean(x, axis=(1, 2), dtype=jnp.float32)
+        x = blk(x, fast)
+    return jnp.mean(x, axis=(1, 2), dtype=jnp.promote_types(x.dtype,
+                                                            jnp.float32))
 
 
 # ---------------------------------------------------------------------------
@@ -326,7 +389,7 @@ def _torch_linear(fin, fout, rngs, *, kernel_init=None, dtype=jnp.float32):
     kernel_init = nnx.initializers.variance_scaling(1.0 / 3.0, 'fan_in',
                                                     'uniform')
   return nnx.Linear(fin, fout, kernel_init=kernel_init, bias_init=bias_init,
-                    dtype=dtype, rngs=rngs)
+                    dtype=dtype, param_dtype=_param_dtype(dtype), rngs=rngs)
 
 
 # Xavier-uniform with gain 0.01: bound 0.01 * sqrt(6 / (fan_in + fan_out)).
@@ -354,7 +417,8 @@ class HMR(nnx.Module):
     if mean_params is None:
       mean_params = load_mean_params()
     dtype = config.compute_dtype
-    self.backbone = ResNet(config.backbone, rngs=rngs, dtype=dtype)
+    self.backbone = ResNet(config.backbone, rngs=rngs, dtype=dtype,
+                           layers=config.layers)
     nfeat = self.backbone.num_features
     hidden = config.hidden_dim
     nin = nfeat + NUM_POSE6D + constants.NUM_BETAS + NUM_CAM
@@ -373,7 +437,8 @@ class HMR(nnx.Module):
       if key not in mean_params:
         raise KeyError(f'mean_params: missing {key!r}; expected keys '
                        f'{sorted(sizes)} (see load_mean_params).')
-      value = jnp.asarray(mean_params[key], jnp.float32).reshape(-1)
+      value = jnp.asarray(mean_params[key],
+                          config.param_dtype).reshape(-1)
       if value.shape != (size,):
         raise ValueError(f'mean_params[{key!r}]: {value.size} values, '
                          f'expected {size}.')
@@ -392,9 +457,9 @@ class HMR(nnx.Module):
       x = self.drop2(self.fc2(x))
       # The estimates accumulate in float32 (the mean parameters' dtype),
       # also when the layers compute in bfloat16.
-      pose = pose + self.decpose(x).astype(jnp.float32)
-      betas = betas + self.decshape(x).astype(jnp.float32)
-      cam = cam + self.deccam(x).astype(jnp.float32)
+      pose = pose + self.decpose(x).astype(pose.dtype)
+      betas = betas + self.decshape(x).astype(betas.dtype)
+      cam = cam + self.deccam(x).astype(cam.dtype)
     return pose, betas, cam
 
   def __call__(self, images) -> dict[str, jax.Array]:

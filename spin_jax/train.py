@@ -245,7 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       is_eval = config.eval_every > 0 and step % config.eval_every == 0
       is_render = (visual_fn is not None and lead
                    and step % config.render_every == 0)
-      if is_log or is_ckpt or is_eval or is_render or step == num_steps:
+      synced = is_log or is_ckpt or is_eval or is_render or step == num_steps
+      if synced:
         applied = int(jax.device_get(state.step))  # the read-back
         if applied != step:  # non-finite steps left the state unchanged
           skipped += step - applied
@@ -265,8 +266,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           if bar is not None:
             bar.n = step
           continue
-      if bar is not None:
-        bar.update(1)
+      if bar is not None and synced:
+        # Steps are dispatched ahead of the device; the bar moves only when
+        # they are done (at read-backs), so its rate and remaining time are
+        # measured over whole intervals, not dispatch bursts.
+        bar.update(step - bar.n)
       if is_log:
         last = _host_metrics(metrics)
         dt = time.time() - window_t

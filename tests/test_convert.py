@@ -175,3 +175,30 @@ def test_bad_state_dicts_name_the_problem():
     convert.infer_backbone({'layer1.0.conv1.weight': np.zeros(1)})
   with pytest.raises(FileNotFoundError, match='conversion.json'):
     convert.load_converted('/nonexistent/dir')
+
+
+def test_float64_network_matches_torch_float64_to_1e10(monkeypatch):
+  """--config.model.dtype=float64: parameters and compute in float64, so the
+  converted network reproduces PyTorch's float64 outputs to rounding."""
+  import jax  # pylint: disable=import-outside-toplevel
+  previous = jax.config.jax_enable_x64
+  jax.config.update('jax_enable_x64', True)
+  try:
+    net = _random_torch_hmr((1, 1, 1, 1), True).double()
+    monkeypatch.setitem(models.RESNET_LAYOUTS, TINY_BOTTLENECK,
+                        ((1, 1, 1, 1), True))
+    state = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    model = convert.hmr_from_state_dict(state, {'dtype': 'float64'})
+    model.eval()
+    assert model.backbone.conv1.kernel[...].dtype == jnp.float64
+    images = _images().astype(np.float64)
+    with torch.no_grad():
+      ref = [t.numpy() for t in net(torch.from_numpy(
+          images.transpose(0, 3, 1, 2)))]
+    out = nnx.jit(lambda m, x: m(x))(model, jnp.asarray(images))
+    assert out['rotmat'].dtype == jnp.float64
+    for key, want in zip(('rotmat', 'betas', 'cam'), ref):
+      np.testing.assert_allclose(np.asarray(out[key]), want, rtol=0,
+                                 atol=1e-10)
+  finally:
+    jax.config.update('jax_enable_x64', previous)

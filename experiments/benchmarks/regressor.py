@@ -15,14 +15,18 @@ the same load:
 XLA's CPU flags are set from --xla_preset before jax is imported:
   default     whatever jax ships with;
   no_ynn      --xla_cpu_experimental_ynn_fusion_type= (no YNNPACK fusions:
-              convolutions go to XLA's own Eigen kernels) - the fastest here;
+              convolutions go to XLA's own Eigen kernels);
+  ynn_reduce  --xla_cpu_experimental_ynn_fusion_type=reduce (YNNPACK for
+              reductions only: BatchNorm's statistics 8x faster) - the
+              default, and what the entry points set (spin_jax.cli);
   custom      --xla_flags verbatim.
 An XLA_FLAGS already in the environment is kept and the preset appended.
 
 Findings (2-core CPU shared with other jobs, jax 0.10.2, torch 2.13 CPU):
 - YNNPACK fusions (jax's default) slow this network down: a single run at
   load ~10 gave ours 2.1 images/s with the default flags and 3.8-8.5 with
-  `no_ynn` (torch 1.1-2.5 in the same runs). `no_ynn` is the default preset.
+  `no_ynn` (torch 1.1-2.5 in the same runs); `ynn_reduce` keeps that and
+  gives BatchNorm YNNPACK's reductions (the default preset since 2026-12).
 - Training: XLA:CPU lowers the max-pool gradient to select_and_scatter,
   5.7x slower than the gradient of the same max taken over 9 strided slices
   (batch 16, 112x112x64: 774 -> 136 ms forward+backward), so the model uses
@@ -57,6 +61,7 @@ from absl import flags
 XLA_PRESETS = {
     'default': '',
     'no_ynn': '--xla_cpu_experimental_ynn_fusion_type=',
+    'ynn_reduce': '--xla_cpu_experimental_ynn_fusion_type=reduce',
 }
 
 _JSON = flags.DEFINE_string('json', None, 'Write the result JSON here too.')
@@ -67,7 +72,7 @@ _IMG_RES = flags.DEFINE_integer('img_res', 224, 'Input side in pixels.')
 _ITERS = flags.DEFINE_integer('iters', 5, 'Timed steps per benchmark.')
 _TRAIN_ITERS = flags.DEFINE_integer('train_iters', 5,
                                     'Timed training steps (0: skip training).')
-_PRESET = flags.DEFINE_enum('xla_preset', 'no_ynn',
+_PRESET = flags.DEFINE_enum('xla_preset', 'ynn_reduce',
                             list(XLA_PRESETS) + ['custom'],
                             'XLA CPU flag preset (see the module doc).')
 _XLA_FLAGS = flags.DEFINE_string('xla_flags', '',
@@ -81,6 +86,11 @@ _DTYPES = flags.DEFINE_list('dtypes', ['float32'],
 _TORCH_DEVICE = flags.DEFINE_string('torch_device', 'cpu', "'cpu' or 'cuda'.")
 _TORCH_AMP = flags.DEFINE_bool(
     'torch_amp', False, 'Also time torch under autocast(bfloat16).')
+_TRAIN_LAYERS = flags.DEFINE_list(
+    'train_layers', ['auto', 'native'],
+    "Training forms to time (--config.model.layers): 'auto' (the default: "
+    "spin_jax.layers on XLA:CPU) is reported as ours_<dtype>, the others as "
+    'ours_<dtype>_<form>.')
 _MAX_DIFF = flags.DEFINE_float(
     'max_diff', 1e-3, 'Largest |ours - torch| eval output (float32) accepted '
     'as the same network.')
@@ -135,6 +145,11 @@ class _Runner:
     state = {k: v.numpy() for k, v in tnet.state_dict().items()}
     self.ours = {dt: convert.hmr_from_state_dict(state, {'dtype': dt})
                  for dt in _DTYPES.value}
+    # Training forms (ModelConfig.layers): 'auto' is what users get.
+    self.train_models = {
+        (dt, form): convert.hmr_from_state_dict(state, {'dtype': dt,
+                                                        'layers': form})
+        for dt in _DTYPES.value for form in _TRAIN_LAYERS.value}
     for model in self.ours.values():
       model.eval()
     self.fmt = (torch.channels_last if _CHANNELS_LAST.value
@@ -228,10 +243,11 @@ def _train_fns(r, tb):
     return loss
 
   fns = {}
-  for dt, model in r.ours.items():
+  for (dt, form), model in r.train_models.items():
     model.train()
     opt = nnx.Optimizer(model, optax.adam(5e-5), wrt=nnx.Param)
-    fns[f'ours_{dt}'] = (lambda m=model, o=opt: r.jax.block_until_ready(
+    name = f'ours_{dt}' if form == 'auto' else f'ours_{dt}_{form}'
+    fns[name] = (lambda m=model, o=opt: r.jax.block_until_ready(
         train_step(m, o, r.x_ours[:tb])))
   r.tnet.train()
   topt = torch.optim.Adam(r.tnet.parameters(), lr=5e-5)

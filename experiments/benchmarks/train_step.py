@@ -41,6 +41,8 @@ _SMPLIFY_ITERATIONS = flags.DEFINE_integer(
     'smplify_iterations', -1, 'SMPLify iterations per stage (-1: the mode\'s).')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
                            'Regressor compute dtype (--config.model.dtype).')
+_LAYERS = flags.DEFINE_enum('layers', 'auto', ['auto', 'fast', 'native'],
+                            'Backward form (--config.model.layers).')
 
 
 def make_batch(body_model, b, img_res, num_rows, seed=0):
@@ -81,6 +83,7 @@ def _config(default, name, b):
   cfg.model.backbone = _BACKBONE.value
   cfg.model.img_res = _IMG_RES.value
   cfg.model.dtype = _DTYPE.value
+  cfg.model.layers = _LAYERS.value
   cfg.batch_size = b
   cfg.run_smplify = run
   cfg.fits_init = 'mean'
@@ -123,6 +126,8 @@ def _time_variant(cfg, body_model, mesh):
 
 def main(argv):
   del argv
+  from spin_jax import cli
+  cli.configure_xla()  # the entry points' XLA:CPU flags, before jax starts
   import jax
   from spin_jax import fileio, parallel, smpl_io
   sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
@@ -136,9 +141,11 @@ def main(argv):
   body_model = smpl_io.resolve_body_model(_BODY.value)
   mesh = parallel.make_mesh()
   out = dict(batch_size=b, backbone=_BACKBONE.value, img_res=_IMG_RES.value,
-             dtype=_DTYPE.value, smplify_iterations=_SMPLIFY_ITERATIONS.value,
+             dtype=_DTYPE.value, layers=_LAYERS.value,
+             smplify_iterations=_SMPLIFY_ITERATIONS.value,
              steps=_STEPS.value, device=str(jax.devices()[0].device_kind),
              backend=jax.default_backend(), num_devices=jax.device_count(),
+             xla_flags=os.environ.get('XLA_FLAGS', ''),
              first_step_s={}, partial=True)
   for name in _VARIANTS.value:
     sps, async_sps, first_s, m = _time_variant(_config(default, name, b),

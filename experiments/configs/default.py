@@ -32,7 +32,12 @@ def get_config(mode: str = '') -> ml_collections.ConfigDict:
   # 'bfloat16': convs and dense layers compute in bfloat16 (mixed precision);
   # parameters, BatchNorm statistics, the optimiser, body model, SMPLify and
   # losses stay float32.
+  # 'float64' needs JAX_ENABLE_X64=1 (parameters float64 too).
   c.model.dtype = 'float32'
+  # Training's backward pass: 'auto' = spin_jax.layers' hand-written
+  # gradients on XLA:CPU (same function, ~1.5x faster step there), XLA's
+  # native ops elsewhere; 'fast' or 'native' to force one.
+  c.model.layers = 'auto'
   c.init_checkpoint = ''      # orbax params dir (converted SPIN / ImageNet weights)
 
   # Data (spin_jax.input_pipeline).
