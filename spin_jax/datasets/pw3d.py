@@ -30,8 +30,8 @@ _KEYS = ('genders', 'poses', 'betas', 'poses2d', 'cam_poses', 'campose_valid')
 def load_sequence(path: str) -> dict:
   try:
     seq = safe_pickle.load(path, 'a 3DPW sequence file')  # data only
-  except safe_pickle.UnsafePickleError:
-    raise  # one line naming the file and the refused global
+  except safe_pickle.UnsafePickleError as e:  # names the file and the global
+    raise common.DatasetFormatError(str(e)) from None
   except Exception as e:
     raise common.DatasetFormatError(
         f'cannot unpickle {path} (expected a 3DPW sequence file): {e}') from e

@@ -25,8 +25,8 @@ def read_spin_npz(path: str, image_dir: str, mask_dir: str | None = None
   common.require_file(path, "SPIN's dataset npz (imgname, center, scale, ...)")
   try:  # string columns are plain arrays; an object one is read as data only
     data = safe_pickle.load_npz(path, "SPIN's dataset npz")
-  except safe_pickle.UnsafePickleError:
-    raise  # one line naming the file, the key and the refused global
+  except safe_pickle.UnsafePickleError as e:  # names the file and the global
+    raise common.DatasetFormatError(str(e)) from None
   except Exception as e:
     raise common.DatasetFormatError(f'cannot read {path} as .npz: {e}') from e
   for k in ('imgname', 'center', 'scale'):
