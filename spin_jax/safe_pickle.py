@@ -26,6 +26,7 @@ from typing import Any, Callable, IO
 
 import numpy as np
 
+
 class UnsafePickleError(ValueError):
   """A pickle names a global that data files do not hold (a ValueError, so
   that entry points print it as one line)."""
