@@ -31,6 +31,7 @@ from absl import flags
 import numpy as np
 
 from spin_jax import cli
+from spin_jax import priors
 
 _ASSETS = os.path.join(os.path.dirname(__file__), '..', 'spin_jax', 'assets')
 FLAGS = flags.FLAGS
@@ -71,13 +72,7 @@ def mean_body_pose(path: str) -> tuple[np.ndarray, str]:
   if not os.path.exists(path):
     raise FileNotFoundError(f'--pose_prior: {path} does not exist (pass '
                             '"none" for a zero body pose).')
-  if path.endswith('.pkl'):
-    import pickle
-    with open(path, 'rb') as f:
-      data = pickle.load(f, encoding='latin1')
-  else:
-    with np.load(path) as f:
-      data = {k: f[k] for k in f.files}
+  data = priors.read_gmm_file(path)  # pickles as data only (safe_pickle)
   for key in ('means', 'weights'):
     if key not in data:
       raise KeyError(f'--pose_prior {path}: missing key {key!r}.')

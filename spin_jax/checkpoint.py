@@ -19,12 +19,15 @@ leaves the directory untouched.
 """
 from __future__ import annotations
 
+import gc
 import json
+import logging as py_logging
 import os
 import shutil
 import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 from absl import logging
@@ -98,7 +101,7 @@ class Checkpointer:
     cfg = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else (
         config or {})
     try:
-      with _HoldOtherThreadsStderr() as held:
+      with _HoldBackgroundOutput() as held:
         self._save(step, model, train, data_state, cfg)
     except Exception as e:  # orbax wraps OSErrors in several layers
       error = CheckpointError(
@@ -141,32 +144,69 @@ class Checkpointer:
     return ml_collections.ConfigDict(out['config'])
 
   def _restore(self, items: dict, step: int | None, targets: dict | None = None):
+    """(restored items, step): `step`, or the newest readable one if None.
+
+    Reading a damaged step makes tensorstore's futures fail in bulk: their
+    tracebacks (from its threads, from garbage-collected coroutines) would
+    bury the one warning, so they are held back (_HoldBackgroundOutput) and
+    shown only with --verbose: logged at INFO after a fallback, or carried by
+    the error as `background_output` (printed by spin_jax.cli).
+    """
+    held = _HoldBackgroundOutput()
+    try:
+      with held:
+        out = self._restore_held(items, step, targets or {}, held)
+    except Exception as e:
+      e.background_output = held.text
+      raise
+    if held.failed and held.text:
+      logging.info('Held back while reading %s:\n%s', self.directory, held.text)
+    return out
+
+  def _restore_held(self, items, step, targets, held):
     if step is not None:
       if step not in self.manager.all_steps():
         raise FileNotFoundError(
             f'{self.directory}: no checkpoint at step {step}; steps present: '
             f'{self.all_steps() or "none"}.')
-      self._check_structure(step, targets or {})
-      try:
-        return self.manager.restore(step, args=ocp.args.Composite(**items)), step
-      except Exception as e:
+      self._check_structure(step, targets)
+      out, why = self._read(step, items, held)
+      if why is not None:
         raise CheckpointError(f'{self.directory}: step {step} cannot be read '
-                              f'({_root_cause(e)}).') from e
-    reasons = []
+                              f'({why}).')
+      return out, step
+    skipped = []  # (step, why, where): one warning each once a step reads
     while True:
       step = self.latest_step()
       if step is None:
-        why = '; '.join(reasons)
+        why = '; '.join(f'step {s}: {w}' + ('' if self.read_only else f', {where}')
+                        for s, w, where in skipped)
         raise FileNotFoundError(f'No readable checkpoint in {self.directory}'
                                 + (f' ({why})' if why else '') + '.')
       # Another configuration is the user's error, not a damaged step: it
       # must never send the checkpoints aside.
-      self._check_structure(step, targets or {})
-      try:
-        return self.manager.restore(step, args=ocp.args.Composite(**items)), step
-      except Exception as e:  # a truncated or missing file, bad JSON, ...
-        reasons.append(f'step {step}: {_root_cause(e)}')
-        self._skip(step, e)
+      self._check_structure(step, targets)
+      out, why = self._read(step, items, held)
+      if why is None:
+        for s, w, where in skipped:
+          logging.warning('Checkpoint step %d in %s cannot be read (%s); %s. '
+                          'Using the newest readable step (%d) instead.', s,
+                          self.directory, w, where, step)
+        return out, step
+      skipped.append((step, why, self._skip(step)))
+
+  def _read(self, step: int, items: dict, held: '_HoldBackgroundOutput'):
+    """(restored items, None), or (None, why) if the step cannot be read (a
+    truncated or missing file, bad JSON, ...); the failure's traceback goes
+    to `held` and its leftovers are let out while held (held.settle)."""
+    try:
+      return self.manager.restore(step, args=ocp.args.Composite(**items)), None
+    except Exception as e:  # pylint: disable=broad-except
+      why = _root_cause(e)
+      held.keep(''.join(traceback.format_exception(e)))
+    # `e` is gone now, and with it the last references to the failed reads.
+    held.settle()
+    return None, why
 
   def _check_structure(self, step: int, targets: dict) -> None:
     """Raises CheckpointError if `step` stores arrays of other shapes than
@@ -194,34 +234,36 @@ class Checkpointer:
             f'Use a new --workdir, or the configuration it was trained with '
             f'(e.g. --config.model.backbone, the datasets).')
 
-  def _skip(self, step: int, error: Exception) -> None:
-    where = 'left in place (read-only)'
-    if not self.read_only:
-      aside = os.path.join(os.path.dirname(self.directory), UNREADABLE_SUBDIR,
-                           f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
-      os.makedirs(os.path.dirname(aside), exist_ok=True)
-      shutil.move(os.path.join(self.directory, str(step)), aside)
-      self.manager.reload()
-      where = f'moved to {aside}'
-    else:
+  def _skip(self, step: int) -> str:
+    """Sets an unreadable step aside (see the module doc); says where."""
+    if self.read_only:
       self._skipped.add(step)
-    logging.warning('Checkpoint step %d in %s cannot be read (%s); %s. Using '
-                    'the newest readable step instead.', step, self.directory,
-                    _root_cause(error), where)
+      return 'left in place (read-only)'
+    aside = os.path.join(os.path.dirname(self.directory), UNREADABLE_SUBDIR,
+                         f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+    os.makedirs(os.path.dirname(aside), exist_ok=True)
+    shutil.move(os.path.join(self.directory, str(step)), aside)
+    self.manager.reload()
+    return f'moved to {aside}'
 
   def close(self) -> None:
     self.manager.close()
 
 
-class _HoldOtherThreadsStderr:
-  """Holds back what other threads write to sys.stderr while a save runs.
+class _HoldBackgroundOutput:
+  """Holds back the output of tensorstore's failing futures while a save or
+  a restore runs: what other threads write to sys.stderr, the exceptions
+  Python reports as unraisable (coroutines garbage-collected with an error:
+  'Exception ignored in: <coroutine ...>', from any thread) and asyncio's
+  'Future exception was never retrieved'.
 
-  When one write of a save fails, orbax closes its event loop while
-  tensorstore's other writes are still in flight; their callbacks then print
-  'RuntimeError: Event loop is closed' tracebacks from tensorstore's threads,
-  interleaved with our one-line error. So: the calling thread writes through;
-  other threads' text is held, written out after a successful save, and after
-  a failed one (given a moment to arrive) kept in `text` for --verbose.
+  When one read or write of a checkpoint fails, orbax gives up on the others
+  and closes its event loop while they are in flight; their callbacks then
+  print tracebacks ('Event loop is closed', 'OUT_OF_RANGE ... OCDBT') by the
+  dozen around our one line. So: the calling thread writes through; the rest
+  is held, written out after a success, and after a failure (`settle`: a
+  moment for it to arrive, and a garbage collection) kept in `text` for
+  --verbose.
   """
   GRACE_S = 0.5
 
@@ -229,18 +271,21 @@ class _HoldOtherThreadsStderr:
     self._owner = threading.get_ident()
     self._held: list[str] = []
     self._lock = threading.Lock()
+    self.failed = False
     self.text = ''
 
   def __enter__(self):
     self._real = sys.stderr
     sys.stderr = self
+    self._unraisablehook = sys.unraisablehook
+    sys.unraisablehook = self._hold_unraisable
+    py_logging.getLogger('asyncio').addFilter(self._hold_record)
     return self
 
   def write(self, text: str) -> int:
     if threading.get_ident() == self._owner:
       return self._real.write(text)
-    with self._lock:
-      self._held.append(text)
+    self._append(text)
     return len(text)
 
   def flush(self) -> None:
@@ -249,14 +294,42 @@ class _HoldOtherThreadsStderr:
   def __getattr__(self, name):
     return getattr(self._real, name)
 
+  def keep(self, text: str) -> None:
+    """Adds text for --verbose; what is held is no longer written out."""
+    self.failed = True
+    self._append(text)
+
+  def settle(self) -> None:
+    """After a failure: lets the failed futures report (and be collected)
+    while held; nothing held is written out."""
+    self.failed = True
+    time.sleep(self.GRACE_S)
+    gc.collect()
+
+  def _append(self, text: str) -> None:
+    with self._lock:
+      self._held.append(text)
+
+  def _hold_unraisable(self, unraisable) -> None:
+    head = unraisable.err_msg or 'Exception ignored in'
+    self._append(f'{head}: {unraisable.object!r}\n' + ''.join(
+        traceback.format_exception(unraisable.exc_type, unraisable.exc_value,
+                                   unraisable.exc_traceback)))
+
+  def _hold_record(self, record: py_logging.LogRecord) -> bool:
+    self._append(py_logging.Formatter().format(record) + '\n')
+    return False
+
   def __exit__(self, exc_type, exc, tb) -> bool:
     if exc_type is not None:
-      time.sleep(self.GRACE_S)
+      self.settle()
     if sys.stderr is self:
       sys.stderr = self._real
+    sys.unraisablehook = self._unraisablehook
+    py_logging.getLogger('asyncio').removeFilter(self._hold_record)
     with self._lock:
       self.text = ''.join(self._held)
-    if exc_type is None and self.text:
+    if not self.failed and self.text:
       self._real.write(self.text)
     return False
 

@@ -125,6 +125,16 @@ def error_line(e: BaseException) -> str:
   return 'error: ' + ' '.join(msg.split())
 
 
+def _background_output(e: BaseException | None) -> str:
+  """What the library held back while the error happened (e.g. tensorstore's
+  tracebacks of a failed checkpoint read), found along the cause chain."""
+  while e is not None:
+    if getattr(e, 'background_output', ''):
+      return e.background_output
+    e = e.__cause__ or e.__context__
+  return ''
+
+
 def flag_error(e: Exception):
   """Exits with one line for a flags error (a bad flag, a missing flagfile)."""
   sys.stderr.write(error_line(e) + ' (see --helpshort)\n')
@@ -171,7 +181,7 @@ def run(main: Callable[[list[str]], int | None]) -> None:
     except Exception as e:  # pylint: disable=broad-except
       if verbose():
         traceback.print_exc()
-        sys.stderr.write(getattr(e, 'background_output', ''))
+        sys.stderr.write(_background_output(e))
       line = error_line(e)
       if not isinstance(e, _USER_ERRORS) and not verbose():
         line += ' (an internal error: please report it with the output of --verbose)'

@@ -81,7 +81,7 @@ def load_static_fits(static_dir: str, datasets: Sequence[tuple[str, int, int]],
     if not os.path.exists(path):
       missing.append(name)
       continue
-    fits = np.load(path)
+    fits = np.load(path, allow_pickle=False)
     if fits.shape != (n, NUM_FIT_PARAMS):
       raise ValueError(
           f'{path}: expected shape ({n}, {NUM_FIT_PARAMS}) (one row of 72 pose + '

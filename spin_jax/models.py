@@ -165,7 +165,7 @@ def load_mean_params(path: str | None = None) -> dict[str, np.ndarray]:
   path = DEFAULT_MEAN_PARAMS if path is None else os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f'Mean parameters file not found: {path}')
-  with np.load(path) as data:
+  with np.load(path, allow_pickle=False) as data:
     expected = {'pose': NUM_POSE6D, 'shape': constants.NUM_BETAS,
                 'cam': NUM_CAM}
     out = {}

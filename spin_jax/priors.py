@@ -8,7 +8,6 @@ first-order (Adam) or least-squares (Levenberg-Marquardt) solvers.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import flax.struct
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spin_jax import constants
+from spin_jax import safe_pickle
 
 DEFAULT_PRIOR_PATH = Path(__file__).parent / 'assets' / 'pose_prior_gmm08.npz'
 _GMM_KEYS = ('means', 'covars', 'weights')
@@ -75,29 +75,37 @@ def gmm_prior_from_arrays(means, covars, weights, dtype=jnp.float32,
       offsets=jnp.asarray(consts, dtype), weights=jnp.asarray(weights, dtype))
 
 
-def load_gmm_prior(path, dtype=jnp.float32) -> GaussianMixturePrior:
-  """Loads SMPLify's gmm_08.pkl (python-2 pickle) or our .npz of the same keys.
-
-  Both hold 'means' (K, 69), 'covars' (K, 69, 69) and 'weights' (K,).
-  """
+def read_gmm_file(path) -> dict:
+  """The arrays of SMPLify's gmm_08.pkl (python-2 pickle, read through
+  spin_jax.safe_pickle: data only) or of our .npz of the same keys."""
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'GMM pose prior not found: {path} (expected '
                             "SMPLify's gmm_08.pkl or a .npz with means/covars/weights).")
   if path.endswith('.npz'):
     with np.load(path, allow_pickle=False) as f:
-      data = {k: f[k] for k in f.files}
-  elif path.endswith('.pkl'):
-    with open(path, 'rb') as f:
-      try:
-        data = pickle.load(f, encoding='latin1')  # python-2 pickle of numpy
-      except Exception as e:  # pickle raises many types on foreign files
-        raise ValueError(f'{path}: not a readable GMM pickle ({e}).') from e
-    if not isinstance(data, dict):
-      raise ValueError(f'{path}: expected a pickled dict with keys {_GMM_KEYS}, '
-                       f'got {type(data).__name__}.')
-  else:
+      return {k: f[k] for k in f.files}
+  if not path.endswith('.pkl'):
     raise ValueError(f'{path}: unknown GMM prior format (expected .pkl or .npz).')
+  try:
+    data = safe_pickle.load(path, 'a GMM prior')
+  except safe_pickle.UnsafePickleError:
+    raise  # one line naming the file and the refused global
+  except Exception as e:  # pickle raises many types on foreign files
+    raise ValueError(f'{path}: not a readable GMM pickle ({e}).') from e
+  if not isinstance(data, dict):
+    raise ValueError(f'{path}: expected a pickled dict with keys {_GMM_KEYS}, '
+                     f'got {type(data).__name__}.')
+  return data
+
+
+def load_gmm_prior(path, dtype=jnp.float32) -> GaussianMixturePrior:
+  """Loads SMPLify's gmm_08.pkl (python-2 pickle) or our .npz of the same keys.
+
+  Both hold 'means' (K, 69), 'covars' (K, 69, 69) and 'weights' (K,).
+  """
+  path = os.fspath(path)
+  data = read_gmm_file(path)
   missing = [k for k in _GMM_KEYS if k not in data]
   if missing:
     raise KeyError(f'{path}: GMM prior lacks key(s) {missing}; has {sorted(data)}.')

@@ -8,7 +8,8 @@
 
 Reads official SMPL .pkl files (python-2 pickles of chumpy arrays and
 scipy.sparse matrices, unpickled through stand-in classes, so neither chumpy
-nor a matching scipy is needed), smplx-style and our own .npz files, and
+nor a matching scipy is needed, and through spin_jax.safe_pickle's allow-list,
+so a crafted file cannot run code), smplx-style and our own .npz files, and
 folders holding them; finds SPIN's extra and H36M joint regressors beside the
 model. The arrays go to `smpl.make_body_model`, which validates them and
 builds the `smpl.BodyModel` pytree (the body layer itself lives in
@@ -27,6 +28,7 @@ import numpy as np
 import scipy.sparse
 
 from spin_jax import constants
+from spin_jax import safe_pickle
 from spin_jax import smpl
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
@@ -76,17 +78,14 @@ def _make_sparse_stub(fmt):
   return type(f'_Sparse_{fmt}', (_SparseStub,), {'fmt': fmt})
 
 
-class _SmplUnpickler(pickle.Unpickler):
-  """Unpickles python-2 SMPL files without chumpy or old scipy/numpy paths."""
-
-  def find_class(self, module, name):
-    if module == 'chumpy' or module.startswith('chumpy.'):
-      return _ChumpyStub
-    if module.startswith('scipy.sparse') and name.endswith('_matrix'):
-      return _make_sparse_stub(name[:3])
-    if module.startswith('numpy.core'):
-      module = 'numpy._core' + module[len('numpy.core'):]
-    return super().find_class(module, name)
+def _smpl_stand_in(module, name):
+  """The classes an SMPL pickle holds besides numpy's: chumpy arrays and
+  scipy.sparse matrices under their python-2 paths, as inert stand-ins."""
+  if module == 'chumpy' or module.startswith('chumpy.'):
+    return _ChumpyStub
+  if module.startswith('scipy.sparse') and name.endswith('_matrix'):
+    return _make_sparse_stub(name[:3])
+  return None
 
 
 def _unwrap(value, key, source):
@@ -119,8 +118,9 @@ def _unwrap(value, key, source):
 
 def _load_pickle(path):
   try:
-    with open(path, 'rb') as f:
-      data = _SmplUnpickler(f, encoding='latin1').load()
+    data = safe_pickle.load(path, 'an SMPL file', stand_in=_smpl_stand_in)
+  except safe_pickle.UnsafePickleError:
+    raise  # already one line naming the file and the refused global
   except (EOFError, pickle.UnpicklingError, ValueError, TypeError,
           AttributeError, ImportError, IndexError, KeyError) as e:
     raise ValueError(f'{path}: not a readable SMPL pickle (truncated or '

@@ -147,15 +147,47 @@ def test_save_holds_other_threads_stderr(monkeypatch):
   --verbose after a failure; the calling thread writes through."""
   real = io.StringIO()
   monkeypatch.setattr(sys, 'stderr', real)
-  monkeypatch.setattr(ckpt_lib._HoldOtherThreadsStderr, 'GRACE_S', 0.0)
-  with ckpt_lib._HoldOtherThreadsStderr() as held:
+  monkeypatch.setattr(ckpt_lib._HoldBackgroundOutput, 'GRACE_S', 0.0)
+  with ckpt_lib._HoldBackgroundOutput() as held:
     sys.stderr.write('main 1\n')
     _write_from_another_thread('worker 1\n')
     assert real.getvalue() == 'main 1\n'
   assert real.getvalue() == 'main 1\nworker 1\n' and sys.stderr is real
   with pytest.raises(OSError):
-    with ckpt_lib._HoldOtherThreadsStderr() as held:
+    with ckpt_lib._HoldBackgroundOutput() as held:
       _write_from_another_thread('RuntimeError: Event loop is closed\n')
       raise OSError('disk full')
   assert real.getvalue() == 'main 1\nworker 1\n' and sys.stderr is real
   assert held.text == 'RuntimeError: Event loop is closed\n'
+
+
+def test_restore_holds_unraisable_and_asyncio_reports(monkeypatch):
+  """What a failed read leaves behind on the calling thread too (a coroutine
+  collected with its error, asyncio's 'Future exception was never
+  retrieved') is held; after `settle` nothing held is written out."""
+  import asyncio
+  import logging
+  real = io.StringIO()
+  monkeypatch.setattr(sys, 'stderr', real)
+  monkeypatch.setattr(ckpt_lib._HoldBackgroundOutput, 'GRACE_S', 0.0)
+  hook, asyncio_filters = sys.unraisablehook, list(logging.getLogger('asyncio').filters)
+
+  class DiesWithAnError:  # as a coroutine collected with its error
+    def __del__(self):
+      raise RuntimeError('Event loop is closed')
+
+  with ckpt_lib._HoldBackgroundOutput() as held:
+    loop = asyncio.new_event_loop()
+    loop.create_future().set_exception(ValueError('OUT_OF_RANGE ... OCDBT'))
+    loop.close()
+    DiesWithAnError()
+    _write_from_another_thread('Traceback (most recent call last):\n')
+    held.keep('the failed read\n')
+    held.settle()  # collects the future: 'never retrieved'
+    sys.stderr.write('Checkpoint step 4 ... cannot be read\n')
+  assert real.getvalue() == 'Checkpoint step 4 ... cannot be read\n'
+  assert 'Future exception was never retrieved' in held.text
+  assert 'Exception ignored in' in held.text and 'Event loop is closed' in held.text
+  assert 'Traceback' in held.text and 'the failed read' in held.text
+  assert sys.unraisablehook is hook and sys.stderr is real
+  assert logging.getLogger('asyncio').filters == asyncio_filters

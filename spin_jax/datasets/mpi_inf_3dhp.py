@@ -113,7 +113,7 @@ def read_train(manual_dir: str) -> list[dict]:
 def _attach_mview_fits(path: str, records: list[dict]) -> None:
   if not os.path.isfile(path):
     return
-  fits = np.load(path)
+  fits = np.load(path, allow_pickle=False)
   for k in ('pose', 'shape', 'has_smpl'):
     if k not in fits:
       raise common.DatasetFormatError(f'{path}: no key {k!r} (expected pose, '

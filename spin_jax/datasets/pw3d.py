@@ -2,7 +2,8 @@
 
 manual_dir layout (3DPW as released):
     3dpw/sequenceFiles/{test,train,validation}/<sequence>.pkl
-        python-2 pickles (read with encoding='latin1'); per sequence:
+        python-2 pickles (read with encoding='latin1', as data only:
+        spin_jax.safe_pickle); per sequence:
         sequence (str), genders (P,) 'm'/'f', poses (P, F, 72), betas (P, >=10),
         poses2d (P, F, 3, 18), cam_poses (F, 4, 4), campose_valid (P, F),
         and more keys we do not use (img_frame_ids, trans, jointPositions, ...).
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 import glob
 import os
-import pickle
 
 import cv2
 import numpy as np
 
+from spin_jax import safe_pickle
 from spin_jax.datasets import common
 
 _KEYS = ('genders', 'poses', 'betas', 'poses2d', 'cam_poses', 'campose_valid')
@@ -28,8 +29,9 @@ _KEYS = ('genders', 'poses', 'betas', 'poses2d', 'cam_poses', 'campose_valid')
 
 def load_sequence(path: str) -> dict:
   try:
-    with open(path, 'rb') as fh:
-      seq = pickle.load(fh, encoding='latin1')
+    seq = safe_pickle.load(path, 'a 3DPW sequence file')  # data only
+  except safe_pickle.UnsafePickleError as e:  # names the file and the global
+    raise common.DatasetFormatError(str(e)) from None
   except Exception as e:
     raise common.DatasetFormatError(
         f'cannot unpickle {path} (expected a 3DPW sequence file): {e}') from e

@@ -108,7 +108,7 @@ def gmm_prior():
                       'pose_prior_gmm08.npz')
   if not os.path.isfile(path):
     return None
-  with np.load(path) as f:
+  with np.load(path, allow_pickle=False) as f:
     means = f['means'].astype(np.float64)
     chol = np.linalg.cholesky(f['covars'].astype(np.float64))
     weights = f['weights'].astype(np.float64)

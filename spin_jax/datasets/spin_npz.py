@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from spin_jax import safe_pickle
 from spin_jax.datasets import common
 
 _SHAPES = dict(center=(2,), part=(24, 3), openpose=(25, 3), S=(24, 4),
@@ -22,26 +23,27 @@ _SHAPES = dict(center=(2,), part=(24, 3), openpose=(25, 3), S=(24, 4),
 def read_spin_npz(path: str, image_dir: str, mask_dir: str | None = None
                   ) -> list[dict]:
   common.require_file(path, "SPIN's dataset npz (imgname, center, scale, ...)")
-  try:
-    data = np.load(path, allow_pickle=True)
+  try:  # string columns are plain arrays; an object one is read as data only
+    data = safe_pickle.load_npz(path, "SPIN's dataset npz")
+  except safe_pickle.UnsafePickleError as e:  # names the file and the global
+    raise common.DatasetFormatError(str(e)) from None
   except Exception as e:
     raise common.DatasetFormatError(f'cannot read {path} as .npz: {e}') from e
-  with data:
-    for k in ('imgname', 'center', 'scale'):
-      if k not in data.files:
-        raise common.DatasetFormatError(
-            f'{path}: no key {k!r} (every SPIN npz has imgname, center, scale; '
-            f'found {data.files})')
-    names = [str(x) for x in data['imgname']]
-    n = len(names)
-    cols = {'scale': common.check_shape(
-        np.reshape(data['scale'], (-1,)), (n,), path, 'scale')}
-    for k, shp in _SHAPES.items():
-      if k in data.files:
-        cols[k] = common.check_shape(data[k], (n,) + shp, path, k)
-    for k in ('has_smpl', 'gender', 'maskname', 'partname'):
-      if k in data.files:
-        cols[k] = common.check_shape(np.reshape(data[k], (-1,)), (n,), path, k)
+  for k in ('imgname', 'center', 'scale'):
+    if k not in data:
+      raise common.DatasetFormatError(
+          f'{path}: no key {k!r} (every SPIN npz has imgname, center, scale; '
+          f'found {sorted(data)})')
+  names = [str(x) for x in data['imgname']]
+  n = len(names)
+  cols = {'scale': common.check_shape(
+      np.reshape(data['scale'], (-1,)), (n,), path, 'scale')}
+  for k, shp in _SHAPES.items():
+    if k in data:
+      cols[k] = common.check_shape(data[k], (n,) + shp, path, k)
+  for k in ('has_smpl', 'gender', 'maskname', 'partname'):
+    if k in data:
+      cols[k] = common.check_shape(np.reshape(data[k], (-1,)), (n,), path, k)
   labels = ('part', 'openpose', 'S', 'pose', 'maskname', 'partname')
   if not any(k in cols for k in labels):
     raise common.DatasetFormatError(

@@ -51,7 +51,7 @@ def mean_params_fit(path: str | None = None) -> np.ndarray:
     path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'assets',
                         'mean_params_default.npz')
   common.require_file(path, 'mean parameters npz (pose (144,), shape (10,))')
-  with np.load(path) as d:
+  with np.load(path, allow_pickle=False) as d:
     if 'pose' not in d or 'shape' not in d:
       raise common.DatasetFormatError(
           f'{path}: expected keys pose (144,) and shape (10,), found {d.files}')
