@@ -44,11 +44,12 @@ _USER_ERRORS = (ValueError, OSError, KeyError, LookupError, app.UsageError,
                 FloatingPointError, RuntimeError)
 EXIT_INTERRUPTED = 130
 # XLA:CPU flags the entry points set (experiments/benchmarks/regressor.py):
-# YNNPACK for reductions only. jax's default YNNPACK fusions (dots,
-# elementwise) made ResNet-50 inference 1.8x slower; with none at all,
-# XLA's own column reductions made BatchNorm's statistics 8x slower than
-# YNNPACK's (113 vs 13 ms per 56x56x256 map, spin_jax/layers.py).
-CPU_XLA_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=reduce',)
+# without YNNPACK fusions, ResNet-50 inference ran 3.1x torch's speed on the
+# 2-core development CPU, against 1.8x with jax's defaults. YNNPACK for
+# reductions only ('reduce') would speed up BatchNorm's statistics but slows
+# SMPLify 1.2-1.4x; spin_jax.layers computes those sums as matrix products
+# instead, as fast in the training step.
+CPU_XLA_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=',)
 # Distributions whose presence means jax will run on an accelerator.
 _ACCELERATOR_PLUGINS = ('jax-cuda12-plugin', 'jax-cuda13-plugin', 'jax-rocm',
                         'jax-rocm60-plugin', 'jax-rocm7-plugin', 'libtpu',

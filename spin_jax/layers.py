@@ -10,18 +10,18 @@ asynchronously, so their share is the step minus the rest):
 
 | form                                   | step  | what dominated                         |
 |----------------------------------------|-------|----------------------------------------|
-| native, YNNPACK fusions off (was)      | 7.6 s | BN statistics: XLA's own column        |
-|                                        |       | reductions, 113 ms per sum + sum of    |
-|                                        |       | squares of a 56x56x256 map (YNNPACK's: |
-|                                        |       | 13 ms); transposes 2.4 s (below)       |
-| native, YNNPACK 'reduce' fusions only  | 5.6 s | 154 transposes, 2.43 s: the weight     |
-|                                        |       | gradients of the 1x1 convs transpose   |
-|                                        |       | activations, and XLA fuses the whole   |
-|                                        |       | residual stream (3 blocks of BN, adds, |
-|                                        |       | ReLUs) into each transpose, recomputed |
-|                                        |       | in cache-hostile order (420 ms for one |
-|                                        |       | 56x56x256 map; a plain transpose 23)   |
-| these layers + 'reduce'                | 3.7 s | elementwise passes (~20 ms per 56x56   |
+| native (autodiff of flax's Conv and    | 7.6 s | BatchNorm statistics: XLA's own column |
+| BatchNorm), the entry points' flags    |       | reductions, 113 ms for the sum and sum |
+| (no YNNPACK fusions)                   |       | of squares of one 56x56x256 map; and   |
+|                                        |       | 154 transposes, 2.4 s (below)          |
+| native, YNNPACK 'reduce' fusions       | 5.6 s | the transposes: the 1x1 convs' weight  |
+| (BN statistics 13 ms; but SMPLify      |       | gradients transpose activations, and   |
+| 1.2-1.4x slower, so not used)          |       | XLA fuses the residual stream (3       |
+|                                        |       | blocks of BN, adds, ReLUs) into each   |
+|                                        |       | transpose, recomputed in cache-hostile |
+|                                        |       | order: 420 ms for one 56x56x256 map,   |
+|                                        |       | against 23 for a plain transpose       |
+| these layers, no YNNPACK (the default) | 3.8 s | elementwise passes (~20 ms per 56x56   |
 |                                        |       | x256 map, memory-bound), convolutions  |
 
 What these layers do:
@@ -34,7 +34,9 @@ What these layers do:
 - stride-2 kxk input gradients: one stride-1 convolution per input phase
   instead of XLA's input-dilated convolution (~5 % of the step).
 - BatchNorm: flax's formula (statistics max(0, E[x^2] - E[x]^2) in at
-  least float32) with the closed-form backward: two sums, one elementwise pass.
+  least float32) with the closed-form backward: two sums, one elementwise
+  pass; every per-channel sum a matrix-vector product (6.5 ms for a 56x56x256
+  map, XLA's reduction 40).
 - max pool: the first maximum's tap kept as int8, one select per tap back.
 Tried and dropped: weight gradients of the 3x3 convs as 9 tap-slice matrix
 products (the slices' copies cost more than XLA's convolution).
@@ -204,11 +206,19 @@ def batch_norm_train(x, scale, bias, epsilon: float):
   return y, mean, var
 
 
+def _channel_sum(v):
+  """(B,H,W,C) -> (C,) sum, as a matrix-vector product: XLA:CPU's own
+  column reductions are ~6x slower (40 vs 6.5 ms for a 56x56x256 map)."""
+  flat = v.reshape(-1, v.shape[-1])
+  return jnp.ones((flat.shape[0],), v.dtype) @ flat
+
+
 def _bn_forward(x, scale, bias, epsilon):
   acc = jnp.promote_types(x.dtype, jnp.float32)
   xf = x.astype(acc)
-  mean = jnp.mean(xf, axis=(0, 1, 2))
-  mean2 = jnp.mean(jnp.square(xf), axis=(0, 1, 2))
+  n = x.shape[0] * x.shape[1] * x.shape[2]
+  mean = _channel_sum(xf) / n
+  mean2 = _channel_sum(jnp.square(xf)) / n
   var = jnp.maximum(0.0, mean2 - jnp.square(mean))
   rstd = lax.rsqrt(var + epsilon)
   y = (xf - mean) * (rstd * scale.astype(acc)) + bias.astype(acc)
@@ -228,8 +238,8 @@ def _bn_bwd(epsilon, res, cotangents):
   n = x.shape[0] * x.shape[1] * x.shape[2]
   xhat = (x.astype(acc) - mean) * rstd
   gyf = gy.astype(acc)
-  dbias = jnp.sum(gyf, axis=(0, 1, 2))
-  dscale = jnp.sum(gyf * xhat, axis=(0, 1, 2))
+  dbias = _channel_sum(gyf)
+  dscale = _channel_sum(gyf * xhat)
   k = scale.astype(acc) * rstd
   dx = k * (gyf - (dbias + xhat * dscale) / n)
   return (dx.astype(x.dtype), dscale.astype(scale.dtype),

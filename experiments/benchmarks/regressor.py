@@ -15,18 +15,21 @@ the same load:
 XLA's CPU flags are set from --xla_preset before jax is imported:
   default     whatever jax ships with;
   no_ynn      --xla_cpu_experimental_ynn_fusion_type= (no YNNPACK fusions:
-              convolutions go to XLA's own Eigen kernels);
+              convolutions go to XLA's own Eigen kernels) - the default, and
+              what the entry points set (spin_jax.cli);
   ynn_reduce  --xla_cpu_experimental_ynn_fusion_type=reduce (YNNPACK for
-              reductions only: BatchNorm's statistics 8x faster) - the
-              default, and what the entry points set (spin_jax.cli);
+              reductions only: flax's BatchNorm statistics 8x faster, but
+              SMPLify 1.2-1.4x slower);
   custom      --xla_flags verbatim.
 An XLA_FLAGS already in the environment is kept and the preset appended.
 
 Findings (2-core CPU shared with other jobs, jax 0.10.2, torch 2.13 CPU):
 - YNNPACK fusions (jax's default) slow this network down: a single run at
   load ~10 gave ours 2.1 images/s with the default flags and 3.8-8.5 with
-  `no_ynn` (torch 1.1-2.5 in the same runs); `ynn_reduce` keeps that and
-  gives BatchNorm YNNPACK's reductions (the default preset since 2026-12).
+  `no_ynn` (torch 1.1-2.5 in the same runs). `no_ynn` is the default preset.
+- Training (2026-12, AMD EPYC with AVX-512): spin_jax.layers' backward
+  passes (--train_layers=auto on CPU) against XLA's autodiff of the native
+  ops (ours_<dtype>_native): see spin_jax/layers.py for the profile.
 - Training: XLA:CPU lowers the max-pool gradient to select_and_scatter,
   5.7x slower than the gradient of the same max taken over 9 strided slices
   (batch 16, 112x112x64: 774 -> 136 ms forward+backward), so the model uses
@@ -72,7 +75,7 @@ _IMG_RES = flags.DEFINE_integer('img_res', 224, 'Input side in pixels.')
 _ITERS = flags.DEFINE_integer('iters', 5, 'Timed steps per benchmark.')
 _TRAIN_ITERS = flags.DEFINE_integer('train_iters', 5,
                                     'Timed training steps (0: skip training).')
-_PRESET = flags.DEFINE_enum('xla_preset', 'ynn_reduce',
+_PRESET = flags.DEFINE_enum('xla_preset', 'no_ynn',
                             list(XLA_PRESETS) + ['custom'],
                             'XLA CPU flag preset (see the module doc).')
 _XLA_FLAGS = flags.DEFINE_string('xla_flags', '',
