@@ -74,6 +74,7 @@ TESTS_FULL = [
     'tests/test_train.py::test_nonfinite_step_stops_with_last_good_checkpoint',
     'tests/test_train.py::test_nonfinite_steps_without_per_step_sync',
     'tests/test_mixed_precision.py', 'tests/test_backend_choices.py',
+    'tests/test_layers.py',
     'tests/test_multidevice.py',
 ]
 TESTS_DRY = [
@@ -144,7 +145,10 @@ def part_commands(dry: bool, cuda_torch: bool, json_path) -> dict:
                       '--round_time=0.2'],
         smplify=['--batch_sizes=64,512,4096', '--repeats=2'],
         regressor=['--batch=64,256', '--train_batch=64', '--iters=5',
-                   '--train_iters=5', '--xla_preset=default', '--max_diff=0.05'],
+                   '--train_iters=5', '--xla_preset=default', '--max_diff=0.05',
+                   # Both training forms: the native ops (what 'auto' picks
+                   # off XLA:CPU) and spin_jax.layers' backward passes.
+                   '--train_layers=auto,fast'],
         train_step=['--batch_size=64', '--steps=5'])
   tests = TESTS_DRY if dry else TESTS_FULL
   return {
