@@ -4,7 +4,9 @@ r"""The accelerator check: tests that matter on a GPU and the GPU figures, in on
   bash experiments/device_check.sh --dry-run DIR    # tiny sizes on CPU, < 3 min
   make device-check [ARGS=...]
 
-Writes two files to OUT_DIR (default $OUT, else ./device_check_out):
+Writes two files to OUT_DIR (default $OUT, else a new folder under the
+system's temporary directory, spin_device_check_out_*, never the repository;
+the path is printed; a relative OUT_DIR is taken from where you called it):
   device_check.json  every part's status, wall time, figures and full result;
                      rewritten after each part, so a killed run keeps the rest;
   device_check.log   every part's output.
@@ -350,10 +352,22 @@ def _all_good(result) -> bool:
   return not result['blocked_imports']
 
 
+def out_dir_of(given: str | None) -> str:
+  """The output folder: OUT_DIR as given (relative to the caller's folder,
+  which device_check.sh passes on), else $OUT, else a fresh temporary folder
+  outside the repository."""
+  if given:
+    return os.path.join(os.environ.get('SPIN_DEVICE_CHECK_CWD') or os.getcwd(),
+                        given)
+  if os.environ.get('OUT'):
+    return os.environ['OUT']
+  return tempfile.mkdtemp(prefix='spin_device_check_out_')
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('out_dir', nargs='?',
-                      default=os.environ.get('OUT') or 'device_check_out')
+  parser.add_argument('out_dir', nargs='?', default=None,
+                      help='Output folder (default $OUT, else a new temporary one).')
   parser.add_argument('--dry-run', action='store_true',
                       help='Tiny sizes on the CPU (CI): checks the script runs.')
   parser.add_argument('--budget_s', type=float, default=None,
@@ -362,7 +376,8 @@ def main(argv=None) -> int:
                       help='Comma-separated subset of the parts (default all).')
   args = parser.parse_args(argv)
   budget = args.budget_s or (600.0 if args.dry_run else 330.0)
-  check = Check(args.out_dir, args.dry_run, budget)
+  check = Check(out_dir_of(args.out_dir), args.dry_run, budget)
+  print(f'writing {check.json_path} and {check.log_path}', flush=True)
   try:
     check.run('env', *part_commands(args.dry_run, False, check.part_json)['env'])
     env = (check.result['parts']['env'].get('result') or {})

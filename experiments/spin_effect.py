@@ -3,6 +3,8 @@ r"""The SPIN effect where the paper's data situation holds.
   python experiments/spin_effect.py --preset=cpu    # 24 runs; 1 h 47 min, quiet 2-core CPU
   python experiments/spin_effect.py --preset=gpu    # one accelerator
   python experiments/spin_effect.py --preset=tiny   # seconds (tests/test_spin_effect.py)
+  python experiments/spin_effect.py --preset=cpu --workdir=experiments/results/spin_effect_runs \
+      --summarise_only --publish   # the committed JSON and figure from the committed runs
 
 Re-running with the same --workdir resumes: finished runs are read back,
 an interrupted one continues from its last checkpoint.
@@ -54,10 +56,15 @@ images (the objective's own floor). Errors are SPIN's protocol (H36M
 regressor, 14 joints, pelvis-centred), in millimetres. The final row of each
 run is the whole test set (PA-MPJPE, MPJPE, PVE).
 
-OUTPUT: --out (experiments/results/spin_effect.json): per setting and regime
-the mean, std and per-seed values, and the curves (means over seeds);
---figure (experiments/results/spin_effect.png). We report what we measure;
-nothing here was tuned to make an effect appear.
+OUTPUT: the JSON (per setting and regime the mean, std and per-seed values,
+and the curves, means over seeds) and the figure. By default both go into
+the run's folder, WORKDIR/spin_effect.json and WORKDIR/spin_effect.png
+(--out, --figure name others; --figure= writes none). The committed results,
+experiments/results/spin_effect.json and .png (the README's), are written
+only when asked: --publish, or a --workdir, --out or --figure inside
+experiments/results/. The tiny preset never writes there, even when asked
+(one-line error, exit 2). We report what we measure; nothing here was tuned
+to make an effect appear.
 """
 from __future__ import annotations
 
@@ -132,10 +139,13 @@ PRESETS = {
 
 _PRESET = flags.DEFINE_enum('preset', 'cpu', sorted(PRESETS), 'Settings.')
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/spin_effect', 'Runs go here.')
-_OUT = flags.DEFINE_string('out', 'experiments/results/spin_effect.json',
-                           'Result JSON.')
-_FIGURE = flags.DEFINE_string('figure', 'experiments/results/spin_effect.png',
-                              'Result figure ("" = none).')
+_OUT = flags.DEFINE_string('out', None, 'Result JSON (default: '
+                           'WORKDIR/spin_effect.json).')
+_FIGURE = flags.DEFINE_string('figure', None, 'Result figure ("" = none; '
+                              'default: WORKDIR/spin_effect.png).')
+_PUBLISH = flags.DEFINE_bool(
+    'publish', False, 'Write the JSON and figure over the committed results, '
+    'experiments/results/spin_effect.{json,png} (not with --preset=tiny).')
 _SETTINGS = flags.DEFINE_list('settings', list(SETTINGS), 'Settings to run.')
 _REGIMES = flags.DEFINE_list('regimes', list(REGIMES), 'Regimes to run.')
 _SEEDS = flags.DEFINE_list('seeds', None, "Override the preset's seeds.")
@@ -144,6 +154,45 @@ _FRESH = flags.DEFINE_bool('fresh', False, 'Delete earlier runs in workdir '
 _SUMMARISE_ONLY = flags.DEFINE_bool(
     'summarise_only', False, 'Train nothing: write the JSON and figure from '
     'the runs finished in --workdir (e.g. while the experiment still runs).')
+
+
+# ---------------------------------------------------------------- outputs
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The committed results (the README's): written only when asked.
+RESULTS_DIR = os.path.join(ROOT, 'experiments', 'results')
+PUBLISHED_JSON = os.path.join(RESULTS_DIR, 'spin_effect.json')
+PUBLISHED_FIGURE = os.path.join(RESULTS_DIR, 'spin_effect.png')
+
+
+def in_results(path: str) -> bool:
+  """True if path is experiments/results/ or anything under it."""
+  real, results = os.path.realpath(path), os.path.realpath(RESULTS_DIR)
+  return os.path.commonpath([real, results]) == results
+
+
+def output_paths(preset_name: str, workdir: str, out: str | None = None,
+                 figure: str | None = None,
+                 publish: bool = False) -> tuple[str, str]:
+  """(JSON path, figure path or '') of a call, by the module docstring's
+  rule: the workdir by default, experiments/results/ only when asked, and
+  never for the tiny preset."""
+  if publish:
+    if out is not None or figure is not None:
+      raise ValueError('--publish writes experiments/results/spin_effect.json '
+                       'and .png; give it without --out / --figure.')
+    out, figure = PUBLISHED_JSON, PUBLISHED_FIGURE
+  else:
+    out = out or os.path.join(workdir, 'spin_effect.json')
+    figure = os.path.join(workdir, 'spin_effect.png') if figure is None else figure
+  if preset_name == 'tiny':
+    for flag, path in (('workdir', workdir), ('out', out), ('figure', figure)):
+      if path and in_results(path):
+        raise ValueError(
+            f'--preset=tiny never writes into experiments/results/ (the committed '
+            f'results), but --{flag} is {path!r}'
+            + (' (--publish)' if publish and flag != 'workdir' else '')
+            + '; write it elsewhere.')
+  return out, figure
 
 
 # ---------------------------------------------------------------- configs
@@ -628,15 +677,18 @@ def loopfits_dir(workdir: str, setting: str, seed: int) -> str:
   return os.path.join(run_path(workdir, setting, 'inloop', seed), 'fits')
 
 
-def run_experiment(preset_name: str, workdir: str, out_path: str,
-                   figure_path: str = '', settings=SETTINGS, regimes=REGIMES,
-                   seeds=None, fresh: bool = False,
-                   summarise_only: bool = False) -> dict:
+def run_experiment(preset_name: str, workdir: str, out_path: str | None = None,
+                   figure_path: str | None = None, settings=SETTINGS,
+                   regimes=REGIMES, seeds=None, fresh: bool = False,
+                   summarise_only: bool = False, publish: bool = False) -> dict:
   """Runs (or resumes) every (seed, setting, regime); writes the JSON of
-  every run finished in workdir (also those of earlier calls)."""
+  every run finished in workdir (also those of earlier calls) to
+  output_paths(...)."""
   preset = dict(PRESETS[preset_name])
   seeds = tuple(int(s) for s in (seeds or preset['seeds']))
   workdir = os.path.abspath(workdir)
+  out_path, figure_path = output_paths(preset_name, workdir, out_path,
+                                       figure_path, publish)
   floor_path = os.path.join(workdir, 'fits_floor.json')
   if summarise_only:
     return write_summary(workdir, out_path, figure_path, preset_name, preset,
@@ -740,6 +792,7 @@ def write_summary(workdir, out_path, figure_path, preset_name, preset, seeds,
     plot(out, figure_path)
   if not quiet:
     print(markdown_table(out))
+    print(f'wrote {out_path}' + (f' and {figure_path}' if figure_path else ''))
   return out
 
 
@@ -747,7 +800,7 @@ def main(argv):
   del argv
   run_experiment(_PRESET.value, _WORKDIR.value, _OUT.value, _FIGURE.value,
                  _SETTINGS.value, _REGIMES.value, _SEEDS.value, _FRESH.value,
-                 _SUMMARISE_ONLY.value)
+                 _SUMMARISE_ONLY.value, _PUBLISH.value)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,7 @@
 """experiments/spin_effect.py: the tiny preset end to end, its resume /
-summary path, and the fits' error against hand-known cases."""
+summary path, where it writes (never into the committed results), and the
+fits' error against hand-known cases."""
+import hashlib
 import json
 import os
 import subprocess
@@ -16,6 +18,20 @@ from experiments import spin_effect  # pylint: disable=g-import-not-at-top,wrong
 from spin_jax import smpl_io  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
+RESULTS = os.path.join(ROOT, 'experiments', 'results')
+
+
+def _results_hashes() -> dict:
+  """{path under experiments/results/: sha256} of every file there."""
+  out = {}
+  for folder, _, files in os.walk(RESULTS):
+    for name in files:
+      path = os.path.join(folder, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, RESULTS)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
 def _run(*args):
   env = dict(os.environ, PYTHONPATH=ROOT)
   return subprocess.run(
@@ -26,7 +42,10 @@ def _run(*args):
 
 @pytest.mark.slow
 def test_tiny_experiment_writes_every_number_and_resumes(tmp_path):
-  """Every setting and regime, one seed: the JSON of issue #13's shape."""
+  """Every setting and regime, one seed: the JSON of issue #13's shape. None
+  of these calls changes a byte under experiments/results/."""
+  committed = _results_hashes()
+  assert 'spin_effect.json' in committed and 'spin_effect.png' in committed
   wd, out, fig = tmp_path / 'wd', tmp_path / 'out.json', tmp_path / 'out.png'
   r = _run(f'--workdir={wd}', f'--out={out}', f'--figure={fig}')
   assert r.returncode == 0, r.stderr[-3000:]
@@ -78,13 +97,26 @@ def test_tiny_experiment_writes_every_number_and_resumes(tmp_path):
   assert r.returncode == 2 and "--regimes: unknown ['bogus']" in r.stderr
   assert not (tmp_path / 'empty').exists() and not (tmp_path / 'x.json').exists()
 
+  # Asked to publish, the tiny preset refuses before it builds anything.
+  for args in (['--publish'], [f'--out={RESULTS}/spin_effect.json'],
+               [f'--figure={RESULTS}/spin_effect.png'],
+               [f'--workdir={RESULTS}/spin_effect_runs']):
+    if not args[0].startswith('--workdir'):
+      args.append(f'--workdir={tmp_path / "empty"}')
+    r = _run(*args, '--summarise_only')
+    assert r.returncode == 2, (args, r.stderr[-3000:])
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        'error: --preset=tiny never writes into experiments/results/'), r.stderr
+  assert not (tmp_path / 'empty').exists()
+
   # The diagnostic: static, frozen at the inloop run's final table. Its
   # table at step 0 is that table, measured the same way; the JSON keeps
-  # every earlier run and stays complete.
-  r = _run(f'--workdir={wd}', f'--out={out}', '--settings=paired',
-           '--regimes=static_loopfits')
+  # every earlier run and stays complete. Without --out / --figure the JSON
+  # and the figure go into the workdir.
+  r = _run(f'--workdir={wd}', '--settings=paired', '--regimes=static_loopfits')
   assert r.returncode == 0, r.stderr[-3000:]
-  res3 = json.loads(out.read_text())
+  res3 = json.loads((wd / 'spin_effect.json').read_text())
+  assert (wd / 'spin_effect.png').stat().st_size > 0
   assert res3['complete'] and res3['settings']['runs']['count'] == 9
   loop = res3['paired']['static_loopfits']['curve']
   inloop = res3['paired']['inloop']['curve']
@@ -94,6 +126,43 @@ def test_tiny_experiment_writes_every_number_and_resumes(tmp_path):
   assert 'static_loopfits-inloop' in res3['paired']['differences']
   assert 'static_loopfits' not in res3['unpaired']
   assert res3['unpaired']['inloop']['pa_mpjpe'] == res['unpaired']['inloop']['pa_mpjpe']
+  assert _results_hashes() == committed  # experiments/results/ byte-identical
+
+
+def test_outputs_default_to_the_workdir_and_tiny_never_publishes(tmp_path):
+  """The rule of the module docstring, without running anything."""
+  wd = str(tmp_path / 'wd')
+  for preset in spin_effect.PRESETS:
+    assert spin_effect.output_paths(preset, wd) == (
+        os.path.join(wd, 'spin_effect.json'), os.path.join(wd, 'spin_effect.png'))
+    assert spin_effect.output_paths(preset, wd, 'a.json', '') == ('a.json', '')
+  for preset in ('cpu', 'gpu'):
+    assert spin_effect.output_paths(preset, wd, publish=True) == (
+        os.path.join(RESULTS, 'spin_effect.json'),
+        os.path.join(RESULTS, 'spin_effect.png'))
+    assert spin_effect.output_paths(
+        preset, os.path.join(RESULTS, 'spin_effect_runs'), publish=True)[0] == (
+            os.path.join(RESULTS, 'spin_effect.json'))
+  with pytest.raises(ValueError, match='without --out'):
+    spin_effect.output_paths('cpu', wd, out='a.json', publish=True)
+  with pytest.raises(ValueError, match='--out'):
+    spin_effect.output_paths('tiny', wd, publish=True)
+  with pytest.raises(ValueError, match='--figure'):
+    spin_effect.output_paths('tiny', wd, figure=os.path.join(RESULTS, 'x', 'y.png'))
+  with pytest.raises(ValueError, match='--workdir'):
+    spin_effect.output_paths('tiny', os.path.join(RESULTS, 'spin_effect_runs'))
+  # A relative path, and one that reaches the folder through a link, count too.
+  cwd = os.getcwd()
+  try:
+    os.chdir(ROOT)
+    with pytest.raises(ValueError, match='--out'):
+      spin_effect.output_paths('tiny', wd, out='experiments/results/spin_effect.json')
+  finally:
+    os.chdir(cwd)
+  os.symlink(RESULTS, tmp_path / 'link')
+  with pytest.raises(ValueError, match='--out'):
+    spin_effect.output_paths('tiny', wd, out=str(tmp_path / 'link' / 'a.json'))
+  assert not spin_effect.in_results(os.path.join(ROOT, 'experiments', 'results2'))
 
 
 def test_fits_error_known_cases():

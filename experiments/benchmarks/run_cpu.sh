@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The README's CPU figures in one go, each benchmark's JSON under DIR
-# (default experiments/results/cpu). Run on a quiet machine: every JSON
-# records the load average, and load slows torch more than XLA.
+# (default runs/benchmarks/cpu, untracked; the committed figures in
+# experiments/results/cpu are rewritten only when DIR names them). Run on a
+# quiet machine: every JSON records the load average, and load slows torch
+# more than XLA. A relative DIR is the caller's.
 #   bash experiments/benchmarks/run_cpu.sh [DIR]
+#   bash experiments/benchmarks/run_cpu.sh experiments/results/cpu   # publish
 set -euo pipefail
+out=$(realpath -m "${1:-$(dirname "$0")/../../runs/benchmarks/cpu}")
 cd "$(dirname "$0")/../.."
-out=${1:-experiments/results/cpu}
 py=${PYTHON:-.venv/bin/python}
 mkdir -p "$out"
 run() {  # name, then the benchmark's arguments
