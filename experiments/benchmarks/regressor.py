@@ -34,10 +34,11 @@ Findings (2-core CPU shared with other jobs, jax 0.10.2, torch 2.13 CPU):
   5.7x slower than the gradient of the same max taken over 9 strided slices
   (batch 16, 112x112x64: 774 -> 136 ms forward+backward), so the model uses
   the latter (models.max_pool_3x3_s2). Per-op micro-benchmarks put XLA's
-  3x3 convolution forward/backward on par with torch's oneDNN and its
-  training-mode BatchNorm ahead. What remains is in the strided
-  convolutions' backward: XLA lowers it to dilated convolutions fed by
-  layout transposes (~580 copies in the compiled step) that oneDNN avoids.
+  convolutions forward/backward on par with torch's oneDNN one at a time.
+  The whole step lost in the composition: XLA's column reductions for
+  BatchNorm's statistics, and the residual stream recomputed inside the
+  transposes of the 1x1 convolutions' weight gradients (the profile, and
+  the fix, in spin_jax/layers.py: 0.48x -> 0.87x torch at ResNet-50).
 - Compile time: ~10-35 s for inference and ~65 s for the training step.
 Ratios from one run are what to compare: absolute numbers move with load.
 
