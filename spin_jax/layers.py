@@ -25,7 +25,7 @@ asynchronously, so their share is the step minus the rest):
 |                                        |       | x256 map, memory-bound), convolutions  |
 
 What these layers do:
-- weight gradients run behind a conditional (`_isolated`): its operands are
+- weight gradients run behind a conditional (`_stored`): its operands are
   stored arrays, so XLA's transposes read memory instead of recomputing the
   network (an optimisation barrier does not do this: XLA:CPU expands it
   before fusion). Putting the whole gradient inside the conditional was 20x
@@ -79,11 +79,19 @@ def use_fast_layers(choice: str) -> bool:
 def _native_conv(x, w, stride, padding):
   return lax.conv_general_dilated(
       x, w, (stride, stride), ((padding, padding), (padding, padding)),
-      dimension_numbers=_DIMS, preferred_element_type=None)
+      dimension_numbers=_DIMS)
 
 
 def _output_size(size, k, stride, padding):
   return (size + 2 * padding - k) // stride + 1
+
+
+def _is_pointwise(w, padding):
+  return w.shape[0] == 1 and padding == 0
+
+
+def _subsample(x, stride):  # (B,H,W,C) -> every stride-th row and column
+  return x[:, ::stride, ::stride, :] if stride > 1 else x
 
 
 def _phase_taps(k, stride, padding, a, size_out, size_in):
@@ -110,9 +118,9 @@ def _phase_input_grad(g, w, stride, padding, h, wd):
   _, ho, wo, _ = g.shape
   rows = []
   for a in range(stride):
+    rt, rpad = _phase_taps(k, stride, padding, a, ho, h)
     row = []
     for c in range(stride):
-      rt, rpad = _phase_taps(k, stride, padding, a, ho, h)
       ct, cpad = _phase_taps(k, stride, padding, c, wo, wd)
       sub = jnp.swapaxes(w[np.array(rt)][:, np.array(ct)], 2, 3)  # (kr,kc,Co,Ci)
       row.append(lax.conv_general_dilated(g, sub, (1, 1), (rpad, cpad),
@@ -132,9 +140,8 @@ def conv2d(x, w, stride: int, padding: int):
 
 
 def _conv_forward(x, w, stride, padding):
-  if w.shape[0] == 1 and padding == 0:
-    xs = x[:, ::stride, ::stride, :] if stride > 1 else x
-    return jnp.einsum('bhwi,io->bhwo', xs, w[0, 0])
+  if _is_pointwise(w, padding):
+    return jnp.einsum('bhwi,io->bhwo', _subsample(x, stride), w[0, 0])
   return _native_conv(x, w, stride, padding)
 
 
@@ -144,11 +151,9 @@ def _conv_fwd(x, w, stride, padding):
 
 def _conv_bwd(stride, padding, res, g):
   x, w = res
-  k = w.shape[0]
   _, h, wd, _ = x.shape
-  dw = _isolated(functools.partial(_weight_grad, k=k, stride=stride,
-                                   padding=padding, like=w), x, g, w)
-  if k == 1 and padding == 0:
+  dw = _weight_grad(*_stored(x, g, w), w, stride, padding)
+  if _is_pointwise(w, padding):
     dxs = jnp.einsum('bhwo,io->bhwi', g, w[0, 0])
     if stride == 1:
       return dxs, dw
@@ -161,17 +166,17 @@ def _conv_bwd(stride, padding, res, g):
   return dx.astype(x.dtype), dw
 
 
-def _weight_grad(x, g, *, k, stride, padding, like):
+def _weight_grad(x, g, w, stride, padding):
   """dL/dw (k,k,Ci,Co) from x (B,H,W,Ci) and g = dL/dout (B,Ho,Wo,Co)."""
-  if k == 1 and padding == 0:
-    xs = x[:, ::stride, ::stride, :] if stride > 1 else x
-    return jnp.einsum('bhwi,bhwo->io', xs, g)[None, None].astype(like.dtype)
-  _, vjp = jax.vjp(lambda w_: _native_conv(x, w_, stride, padding), like)
+  if _is_pointwise(w, padding):
+    dw = jnp.einsum('bhwi,bhwo->io', _subsample(x, stride), g)
+    return dw[None, None].astype(w.dtype)
+  _, vjp = jax.vjp(lambda w_: _native_conv(x, w_, stride, padding), w)
   return vjp(g)[0]
 
 
-def _isolated(fn, x, g, w):
-  """fn(x, g) behind a conditional XLA cannot fold.
+def _stored(x, g, w):
+  """x and g passed through a conditional XLA cannot fold.
 
   A weight gradient contracts over batch and positions, so XLA:CPU
   transposes x or g for it, and fuses the elementwise ops that produced them
@@ -183,8 +188,7 @@ def _isolated(fn, x, g, w):
   """
   pred = w.reshape(-1)[0] == w.reshape(-1)[0]
   nan = lambda v: v * jnp.nan  # noqa: E731
-  x, g = (lax.cond(pred, lambda v: v, nan, v) for v in (x, g))
-  return fn(x, g)
+  return tuple(lax.cond(pred, lambda v: v, nan, v) for v in (x, g))
 
 
 conv2d.defvjp(_conv_fwd, _conv_bwd)
@@ -263,14 +267,19 @@ def max_pool_3x3_s2(x):
   return _pool_forward(x)[0]
 
 
-def _pool_forward(x):
+def pool_windows(x):
+  """The 9 views (B,Ho,Wo,C) of a 3x3/2 pool over x (B,H,W,C), -inf padded
+  by 1, in row-major tap order: view t=(i,j) holds xpad[:, 2y+i, 2x+j]."""
   _, h, w, _ = x.shape
   ho, wo = _output_size(h, 3, 2, 1), _output_size(w, 3, 2, 1)
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+  return [xp[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2, :]
+          for i in range(3) for j in range(3)]
+
+
+def _pool_forward(x):
   out = arg = None
-  for t in range(9):
-    i, j = divmod(t, 3)
-    s = xp[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2, :]
+  for t, s in enumerate(pool_windows(x)):
     if out is None:
       out, arg = s, jnp.zeros(s.shape, jnp.int8)
     else:

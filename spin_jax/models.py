@@ -33,6 +33,7 @@ see bfloat16.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -319,15 +320,7 @@ def max_pool_3x3_s2(x):
     pad = ((0, 0), (1, 1), (1, 1), (0, 0))
     return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max,
                                  (1, 3, 3, 1), (1, 2, 2, 1), pad)
-  _, h, w, _ = x.shape
-  ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-  out = None
-  for i in range(3):
-    for j in range(3):
-      s = xp[:, i:i + 2 * ho - 1:2, j:j + 2 * wo - 1:2, :]  # (B,Ho,Wo,C)
-      out = s if out is None else jnp.maximum(out, s)
-  return out
+  return functools.reduce(jnp.maximum, layers.pool_windows(x))
 
 
 class ResNet(nnx.Module):
