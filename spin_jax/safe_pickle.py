@@ -126,9 +126,10 @@ def load(path, what: str, *, stand_in: Callable[[str, str], Any] | None = None,
     return loads_from(f, path, what, stand_in=stand_in, encoding=encoding)
 
 
-def load_npz(path, what: str) -> dict[str, np.ndarray]:
+def load_npz(path, what: str, *, objects: bool = True) -> dict[str, np.ndarray]:
   """All arrays of an .npz: plain ones with allow_pickle=False, object
-  arrays (a pickle inside the .npy member) through the allow-list."""
+  arrays (a pickle inside the .npy member) through the allow-list, or left
+  out with objects=False."""
   path = os.fspath(path)
   out = {}
   with np.load(path, allow_pickle=False) as f:
@@ -137,8 +138,10 @@ def load_npz(path, what: str) -> dict[str, np.ndarray]:
         out[key] = f[key]
       except ValueError as e:
         if 'allow_pickle' not in str(e):
-          raise
-        out[key] = _object_array(f.zip, f'{key}.npy', f'{path}[{key}]', what)
+          raise ValueError(f'key {key!r}: {e}') from e
+        if objects:
+          out[key] = _object_array(f.zip, f'{key}.npy', f'{path}[{key}]',
+                                   what)
   return out
 
 

@@ -133,19 +133,11 @@ def _load_pickle(path):
 
 def _load_npz(path):
   """Plain arrays of an .npz; keys holding pickled objects are left out."""
-  out = {}
   try:
-    with np.load(path, allow_pickle=False) as f:
-      for k in f.files:
-        try:
-          out[k] = f[k]
-        except ValueError as e:
-          if 'allow_pickle' not in str(e):
-            raise ValueError(f'key {k!r}: {e}') from e
+    return safe_pickle.load_npz(path, 'an SMPL file', objects=False)
   except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
     raise ValueError(f'{path}: not a readable .npz (truncated or corrupt?): '
                      f'{type(e).__name__}: {e}') from e
-  return out
 
 
 _REQUIRED_KEYS = ('v_template', 'shapedirs', 'posedirs', 'J_regressor',
