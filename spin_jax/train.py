@@ -131,6 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   training stops (config.stop_on_nonfinite) or goes on, its batch dropped.
   """
   workdir = os.path.abspath(workdir)
+  models.ModelConfig.create(config.model)  # a bad --config.model.* fails here
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)

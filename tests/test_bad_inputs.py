@@ -124,6 +124,12 @@ def cases(d):
                                                    'default.py') + ':tiny',
                         '--config.batch_size=0', '--workdir', out],
        ['--config.batch_size=0']),
+      ('unknown layers form', [script('train.py'),
+                               '--config=' + os.path.join(
+                                   REPO, 'experiments', 'configs',
+                                   'default.py') + ':tiny',
+                               '--config.model.layers=quick', '--workdir', out],
+       ["--config.model.layers='quick'", "'auto', 'fast', 'native'"]),
       ('misspelt config field', [script('train.py'),
                                  '--config.num_train_step=40', '--workdir', out],
        ["no field 'num_train_step'", 'Did you mean "num_train_steps"']),
